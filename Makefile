@@ -1,0 +1,51 @@
+# apiguard: every target creates .venv and installs what it needs by itself.
+# Only Python 3.11+ and make are needed on the machine.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: demo test lint typecheck docs docs-serve bench check clean
+
+# The virtual environment, re-made when pyproject.toml changes.
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "apiguard needs Python 3.11+")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.dev: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs]"
+	@touch $@
+
+$(VENV)/.bench: $(VENV)/.dev
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	@touch $@
+
+demo: $(VENV)/.dev ## serve the orders API on http://127.0.0.1:8000
+	$(BIN)/python -m uvicorn examples.orders:app --host $(HOST) --port $(PORT) --lifespan on
+
+test: $(VENV)/.dev ## the whole test suite, with a real redis-server
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
+
+typecheck: $(VENV)/.dev
+	$(BIN)/python -m mypy --strict src
+
+docs: $(VENV)/.dev
+	$(BIN)/python -m mkdocs build --strict --site-dir site
+
+docs-serve: $(VENV)/.dev
+	$(BIN)/python -m mkdocs serve
+
+bench: $(VENV)/.bench ## per-request cost of each layer, in µs
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+check: test lint typecheck docs
+
+clean:
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .hypothesis

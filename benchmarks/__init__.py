@@ -1,0 +1,1 @@
+"""apiguard's benchmarks: `python -m benchmarks [suite ...]` (or `make bench`)."""

@@ -1,0 +1,96 @@
+"""The orders API: a small FastAPI service that the demo serves and the docs wrap.
+
+Public, read and write routes with path, query and body parameters, kept in
+memory. `make demo` serves it on http://127.0.0.1:8000; each layer's guide
+shows how to put that layer in front of it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from fastapi import FastAPI, HTTPException, Query, status
+from pydantic import BaseModel, Field
+
+from apiguard import guard
+
+
+class LineIn(BaseModel):
+    """One line of an order as the client sends it."""
+
+    sku: Annotated[str, Field(pattern=r"^[A-Z0-9-]{3,32}$")]
+    quantity: Annotated[int, Field(gt=0, le=1000)]
+    unit_price: Annotated[Decimal, Field(gt=0, max_digits=10, decimal_places=2)]
+
+
+class OrderIn(BaseModel):
+    """An order as the client sends it."""
+
+    customer_email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
+    lines: Annotated[list[LineIn], Field(min_length=1, max_length=100)]
+    note: Annotated[str | None, Field(max_length=500)] = None
+
+
+class Order(OrderIn):
+    """An order as the service keeps it."""
+
+    id: int
+    status: Literal["open", "cancelled"] = "open"
+    created_at: datetime
+    total: Decimal
+
+
+def create_app() -> FastAPI:
+    """The orders API, unguarded: the layers' guides wrap this."""
+    app = FastAPI(title="Orders", version="1.0")
+    orders: dict[int, Order] = {}
+    ids = itertools.count(1)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/orders")
+    async def list_orders(
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        state: Literal["open", "cancelled"] | None = None,
+    ) -> list[Order]:
+        found = [o for o in orders.values() if state is None or o.status == state]
+        return found[offset : offset + limit]
+
+    @app.get("/orders/{order_id}")
+    async def get_order(order_id: int) -> Order:
+        order = orders.get(order_id)
+        if order is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no order {order_id}")
+        return order
+
+    @app.post("/orders", status_code=status.HTTP_201_CREATED)
+    async def create_order(order: OrderIn) -> Order:
+        total = sum((line.unit_price * line.quantity for line in order.lines), Decimal("0"))
+        created = Order(
+            **order.model_dump(), id=next(ids), created_at=datetime.now(UTC), total=total
+        )
+        orders[created.id] = created
+        return created
+
+    @app.post("/orders/{order_id}/cancel")
+    async def cancel_order(order_id: int) -> Order:
+        order = await get_order(order_id)
+        order.status = "cancelled"
+        return order
+
+    @app.delete("/orders/{order_id}", status_code=status.HTTP_204_NO_CONTENT)
+    async def delete_order(order_id: int) -> None:
+        if orders.pop(order_id, None) is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no order {order_id}")
+
+    return app
+
+
+# The demo: the orders API behind apiguard's layers, on the in-memory defaults.
+app = guard(create_app())

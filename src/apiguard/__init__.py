@@ -1,0 +1,28 @@
+"""apiguard: an API gateway's layers, inside a FastAPI or Starlette process.
+
+Each layer is a pure ASGI middleware; [`guard`][apiguard.guard] composes them
+outermost first. See the documentation for the layers and their order.
+"""
+
+from __future__ import annotations
+
+from apiguard.compose import guard
+from apiguard.context import Decision, RequestContext, get_context
+from apiguard.errors import ConfigError, StorageError
+from apiguard.problems import Problem, set_problem_formatter
+from apiguard.routing import RouteMatch, resolve
+
+__all__ = [
+    "ConfigError",
+    "Decision",
+    "Problem",
+    "RequestContext",
+    "RouteMatch",
+    "StorageError",
+    "get_context",
+    "guard",
+    "resolve",
+    "set_problem_formatter",
+]
+
+__version__ = "0.1.0.dev0"

@@ -1,0 +1,45 @@
+"""The exceptions apiguard raises to its users."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["ConfigError", "StorageError", "redact"]
+
+
+class ConfigError(ValueError):
+    """An option is missing, of the wrong type, or out of range.
+
+    Raised when a layer is configured (by [`guard`][apiguard.guard] eagerly, or
+    when Starlette builds its middleware stack), never while serving a request.
+    The message names the option and the offending value, with any secret in
+    it redacted.
+    """
+
+
+class StorageError(Exception):
+    """A shared store (Redis, ...) failed or timed out.
+
+    Every backend exception is wrapped in this one type at the storage edge, so
+    that a layer's fail-open / fail-closed policy is a single `except`.
+    """
+
+
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^@/]*)@")
+
+
+def redact(value: object) -> str:
+    """Return `repr`-like text for `value` with URI passwords masked.
+
+    Examples:
+        >>> redact("redis://:hunter2@cache:6379/0")
+        "'redis://:***@cache:6379/0'"
+        >>> redact("redis://user:pw@cache")
+        "'redis://user:***@cache'"
+    """
+
+    def _mask(match: re.Match[str]) -> str:
+        user, sep, _password = match["userinfo"].partition(":")
+        return f"{match['scheme']}{user}{sep}{'***' if sep else ''}@"
+
+    return repr(_USERINFO.sub(_mask, value) if isinstance(value, str) else value)
