@@ -76,3 +76,34 @@ def test_frozen_clock_moves_only_when_advanced() -> None:
         with pytest.raises(ValueError, match="cannot go back"):
             frozen.advance(-1)
     assert abs(clock.time() - time.time()) < 5
+
+
+def test_principal_is_a_starlette_user_with_frozen_scopes() -> None:
+    from apiguard import Principal
+
+    principal = Principal(
+        id="partner", scopes=["orders:read", "orders:read"], plan="pro", claims={"sub": "partner"}
+    )
+    assert principal.scopes == frozenset({"orders:read"})
+    assert (principal.is_authenticated, principal.display_name, principal.identity) == (
+        True,
+        "partner",
+        "partner",
+    )
+    with pytest.raises(TypeError):
+        principal.claims["sub"] = "x"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"id": ""}, "id"),
+        ({"id": "a", "scopes": "read write"}, "scopes"),
+        ({"id": "a", "plan": 3}, "plan"),
+    ],
+)
+def test_principal_rejects_bad_fields(kwargs: dict[str, object], message: str) -> None:
+    from apiguard import Principal
+
+    with pytest.raises(ValueError, match=message):
+        Principal(**kwargs)  # type: ignore[arg-type]

@@ -9,12 +9,14 @@ from __future__ import annotations
 from apiguard.compose import guard
 from apiguard.context import Decision, RequestContext, get_context
 from apiguard.errors import ConfigError, StorageError
+from apiguard.principal import Principal
 from apiguard.problems import Problem, set_problem_formatter
 from apiguard.routing import RouteMatch, resolve
 
 __all__ = [
     "ConfigError",
     "Decision",
+    "Principal",
     "Problem",
     "RequestContext",
     "RouteMatch",

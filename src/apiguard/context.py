@@ -17,6 +17,7 @@ from apiguard._types import Scope
 if TYPE_CHECKING:
     from starlette.requests import HTTPConnection
 
+    from apiguard.principal import Principal
     from apiguard.routing import RouteMatch
 
 __all__ = ["STATE_KEY", "Decision", "Outcome", "RequestContext", "from_request", "get_context"]
@@ -86,7 +87,7 @@ class RequestContext:
 
     def __init__(self) -> None:
         self.decisions: list[Decision] = []
-        self.principal: Any = None
+        self.principal: Principal | None = None
         self.route: RouteMatch | None = None
         self.route_app: object = None
         self.values: dict[str, Any] = {}
