@@ -222,3 +222,15 @@ def test_cached_answers_equal_uncached_ones() -> None:
     for path in paths:
         scope = _scope(path)
         assert resolver.resolve(dict(scope)) == resolver.resolve_uncached(dict(scope))
+
+
+def test_long_paths_are_never_cached() -> None:
+    """A client sending huge paths (twice) cannot make the cache hold them."""
+    resolver = Resolver(starlette_app().router, cache_size=64)
+    scope = _scope("/files/" + "a" * 60_000)
+    for _ in range(3):
+        match = resolver.resolve(dict(scope))
+        assert match is not None
+        assert match.key == "/files/{rest}"
+    assert resolver._cache == {}
+    assert resolver._seen == set()

@@ -135,6 +135,8 @@ def _split_key(option: str, key: str) -> tuple[str | None, str]:
 # --- the compiled routing tree -------------------------------------------------------
 
 _LEAF, _MOUNT, _HOST, _OPAQUE = range(4)
+#: Paths (and Host headers) longer than this are resolved without the cache.
+_MAX_CACHED_PATH = 512
 
 
 @dataclass(slots=True)
@@ -461,15 +463,21 @@ class Resolver:
         routes = self._router.routes
         if routes is not self._routes or len(routes) != self._count:
             self._compile()
+        path = scope["path"]
+        if len(path) > _MAX_CACHED_PATH:
+            # Long paths are resolved but never kept: 4096 keys of 64 KiB paths
+            # would otherwise pin a quarter of a GiB.
+            return self.resolve_uncached(scope)
         # A websocket scope has no method: "" keeps it apart from any HTTP request.
         root_path = scope.get("root_path")
         key: tuple[str, ...] = (
-            (scope.get("method", ""), scope["path"])
+            (scope.get("method", ""), path)
             if not root_path
-            else (scope.get("method", ""), scope["path"], root_path)
+            else (scope.get("method", ""), path, root_path)
         )
         if self._host_dependent:
-            key += tuple(v.decode("latin-1") for k, v in scope["headers"] if k == b"host")[:1]
+            host = next((v for k, v in scope["headers"] if k == b"host"), b"")
+            key += (host[:_MAX_CACHED_PATH].decode("latin-1"),)
         slot = self._cache.get(key)
         if slot is not None:
             slot[1] = True
