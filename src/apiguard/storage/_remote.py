@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from limits.aio.storage import Storage
 from limits.storage import storage_from_string
@@ -60,7 +60,7 @@ class RemoteStore:
         """The `limits` storage of the running event loop, made on first use."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._storage is None:
-            storage = storage_from_string(self.uri, wrap_exceptions=True, **self.options)
+            storage = storage_from_string(self.uri, wrap_exceptions=True, **self._options())
             if not isinstance(storage, Storage):  # pragma: no cover - URIs are async+ ones
                 msg = f"{self.display} is not an async storage"
                 raise StorageError(msg)
@@ -68,6 +68,10 @@ class RemoteStore:
             self._loop = loop
             self._connected(storage)
         return self._storage
+
+    def _options(self) -> dict[str, Any]:
+        """Hook: the `limits` storage's options for a new client."""
+        return self.options
 
     def _connected(self, storage: Storage) -> None:
         """Hook: prepare what the store needs on a new client (scripts)."""
@@ -77,7 +81,11 @@ class RemoteStore:
         storage, self._storage, self._loop = self._storage, None, None
         bridge = getattr(storage, "bridge", None)
         if bridge is not None:
-            await bridge.get_connection().aclose()
+            client = bridge.get_connection()
+            await client.aclose()
+            pool = getattr(client, "connection_pool", None)
+            if pool is not None:  # a pool passed in is not closed by the client
+                await pool.disconnect()
 
     def acquirer(self, strategy: Strategy) -> Acquire:
         """The guarded `acquire(key, quotas, cost)` of `strategy`."""
@@ -116,6 +124,29 @@ class RedisStore(RemoteStore):
     checks and counts every quota atomically and returns the figures the
     headers need (`limits`' `hit()` answers only yes or no).
     """
+
+    #: Connections per process. redis-py's default pool refuses a 101st
+    #: concurrent command at once (MaxConnectionsError): under a burst that
+    #: would read as a store failure and fail open. A blocking pool makes a
+    #: request wait for a free connection instead, within the store timeout.
+    MAX_CONNECTIONS: Final = 100
+
+    def _options(self) -> dict[str, Any]:
+        if "+cluster" in self.uri or "+sentinel" in self.uri:
+            return self.options
+        from redis.asyncio import BlockingConnectionPool
+
+        options = dict(self.options)
+        url = self.uri.removeprefix("async+").replace("redis+unix", "unix")
+        options["connection_pool"] = BlockingConnectionPool.from_url(
+            url.replace("valkey+unix", "unix"),
+            max_connections=self.MAX_CONNECTIONS,
+            timeout=self.timeout,
+            socket_timeout=options.pop("socket_timeout", None),
+            socket_connect_timeout=options.pop("socket_connect_timeout", None),
+            retry=options.pop("retry", None),
+        )
+        return options
 
     def _connected(self, storage: Storage) -> None:
         bridge: Any = storage.bridge  # type: ignore[attr-defined]
