@@ -214,3 +214,11 @@ def test_a_probe_that_never_reports_does_not_hold_the_breaker() -> None:
         assert breaker.allow()  # a probe whose request is then cancelled
         clock.advance(1.0)
         assert breaker.allow()
+
+
+@pytest.mark.usefixtures("close_stores")
+async def test_changing_the_strategy_of_a_limiter_never_meets_old_keys(redis_url: str) -> None:
+    """Each strategy has its own keys: a redeploy with another strategy keeps working."""
+    for strategy in STRATEGIES:
+        acquire = open_store(redis_url).acquirer(strategy)  # type: ignore[union-attr, arg-type]
+        assert (await acquire("k", (Quota("same", 5, 60),), 1)).used == (1,)

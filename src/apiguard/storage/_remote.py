@@ -154,11 +154,15 @@ class RedisStore(RemoteStore):
         self._scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}
 
     def _call(self, strategy: Strategy) -> Acquire:
+        # Each strategy keeps its own data type (hash, sorted set): the
+        # strategy is in the key, so that changing it never meets WRONGTYPE.
+        code = _CODES[strategy]
+
         async def call(key: str, quotas: Sequence[Quota], cost: int) -> Verdict:
             self.storage()
             script = self._scripts[strategy]
             # One hash tag for every quota of the request: one cluster slot.
-            keys = [f"apiguard:{{{key}}}:{quota.uid}" for quota in quotas]
+            keys = [f"apiguard:{{{key}}}:{code}:{quota.uid}" for quota in quotas]
             args: list[int] = [cost]
             for quota in quotas:
                 args += (quota.amount, quota.window * 1000)
@@ -166,6 +170,9 @@ class RedisStore(RemoteStore):
             return _parse_reply(reply, len(quotas))
 
         return call
+
+
+_CODES: Final = {"fixed-window": "fw", "moving-window": "mw", "sliding-window-counter": "sw"}
 
 
 def _parse_reply(reply: list[int], count: int) -> Verdict:

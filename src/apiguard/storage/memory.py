@@ -125,6 +125,23 @@ class MemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport):
         if now >= self._next_due:
             self._sweep(now)
         table = self._fixed
+        if len(quotas) == 1:  # the usual policy, without the loops
+            quota = quotas[0]
+            slot = (quota.uid, key)
+            entry = table.get(slot)
+            if entry is None:
+                window = quota.window
+                entry = table[slot] = [(now // window + 1) * window, 0]
+                self._track(window, entry[0], table, slot)
+            elif now >= entry[0]:
+                window = quota.window
+                entry[0] = (now // window + 1) * window
+                entry[1] = 0
+            wait = entry[0] - now
+            if entry[1] + cost > quota.amount:
+                return Verdict(False, (entry[1],), (wait,), wait, (0,))
+            entry[1] += cost
+            return Verdict(True, (entry[1],), (wait,))
         entries = []
         violated: list[int] = []
         retry = 0.0
