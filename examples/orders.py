@@ -14,8 +14,9 @@ from typing import Annotated, Literal
 
 from fastapi import FastAPI, HTTPException, Query, status
 from pydantic import BaseModel, Field
+from starlette.middleware import Middleware
 
-from apiguard import guard
+from apiguard import RateLimitMiddleware, guard
 
 
 class LineIn(BaseModel):
@@ -93,4 +94,14 @@ def create_app() -> FastAPI:
 
 
 # The demo: the orders API behind apiguard's layers, on the in-memory defaults.
-app = guard(create_app())
+app = guard(
+    create_app(),
+    # Per client address; writes are tighter; health checks are never limited.
+    Middleware(
+        RateLimitMiddleware,
+        name="ip",
+        limit="100/minute",
+        routes={"POST /orders": "20/minute"},
+        exempt=["GET /health"],
+    ),
+)

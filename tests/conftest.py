@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
+from apiguard.storage import RemoteStore
 from apiguard.testing import reset_state
 from tests._servers import RedisServer, redis_server_binary
 
@@ -46,3 +48,19 @@ def own_redis() -> Iterator[RedisServer]:
     yield server
     server.thaw()
     server.kill()
+
+
+@pytest.fixture
+async def close_stores(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[RemoteStore]]:
+    """Every network store a test opens, closed in the test's event loop at its end."""
+    opened: list[RemoteStore] = []
+    original = RemoteStore.__init__
+
+    def tracking(self: RemoteStore, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(RemoteStore, "__init__", tracking)
+    yield opened
+    for store in opened:
+        await store.aclose()

@@ -42,10 +42,26 @@ def test_demo_command_serves_the_orders_api() -> None:
     server.start()
     try:
         with httpx.Client(base_url=server.url, timeout=5) as client:
-            assert client.get("/health").json() == {"status": "ok"}
+            health = client.get("/health")
+            assert health.json() == {"status": "ok"}
+            assert "ratelimit" not in health.headers  # exempt
             created = client.post("/orders", json=ORDER)
             assert created.status_code == 201
+            assert created.headers["ratelimit-policy"] == '"ip-1";q=20;w=60'
+            assert created.headers["ratelimit"].startswith('"ip-1";r=19;t=')
             assert client.get(f"/orders/{created.json()['id']}").status_code == 200
     finally:
         output = server.stop()
     assert "Application startup complete" in output
+
+
+async def test_demo_limits_writes_per_client() -> None:
+    """The demo's rate limiter: 20 orders a minute per client address, then 429."""
+    from examples.orders import app
+
+    transport = httpx.ASGITransport(app, client=("198.51.100.77", 5000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        statuses = [(await client.post("/orders", json=ORDER)).status_code for _ in range(21)]
+        listed = await client.get("/orders")
+    assert statuses == [201] * 20 + [429]
+    assert listed.headers["ratelimit-policy"] == '"ip-0";q=100;w=60'

@@ -11,6 +11,13 @@ from apiguard.context import Decision, RequestContext, get_context
 from apiguard.errors import ConfigError, StorageError
 from apiguard.principal import Principal
 from apiguard.problems import Problem, set_problem_formatter
+from apiguard.ratelimit import (
+    RateLimitMiddleware,
+    by_api_key,
+    by_header,
+    by_ip,
+    by_principal,
+)
 from apiguard.routing import RouteMatch, resolve
 
 __all__ = [
@@ -18,9 +25,14 @@ __all__ = [
     "Decision",
     "Principal",
     "Problem",
+    "RateLimitMiddleware",
     "RequestContext",
     "RouteMatch",
     "StorageError",
+    "by_api_key",
+    "by_header",
+    "by_ip",
+    "by_principal",
     "get_context",
     "guard",
     "resolve",

@@ -1,0 +1,336 @@
+"""Who a request counts against: key functions of the scope.
+
+A key function takes the ASGI scope and returns a string, or `None` when the
+request carries nothing to key on (the limiter then lets it through,
+unlimited; put a `by_ip()` limiter in front). Any callable of the scope
+works as `key=`; these are the usual ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+from apiguard._asgi import get_header
+from apiguard._types import KeyFunc, Scope
+from apiguard.context import STATE_KEY
+from apiguard.errors import ConfigError
+
+__all__ = ["by_api_key", "by_header", "by_ip", "by_principal"]
+
+#: Entries kept by each address cache before it is emptied and refilled: a
+#: flood of new addresses costs a parse each, never unbounded memory.
+_CACHE_SIZE: Final = 8192
+_IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _parse_ip(text: str) -> _IPAddress | None:
+    """An address from a proxy header hop: `1.2.3.4`, `1.2.3.4:80`, `[::1]:80`, `::1`."""
+    text = text.strip().strip('"')
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class _ByIP:
+    __slots__ = ("_cache", "_trust_cache", "_trusted", "ipv4_prefix", "ipv6_prefix")
+
+    def __init__(self, trusted: Sequence[_Network], ipv4_prefix: int, ipv6_prefix: int) -> None:
+        self._trusted = tuple(trusted)
+        self.ipv4_prefix = ipv4_prefix
+        self.ipv6_prefix = ipv6_prefix
+        self._cache: dict[str, str] = {}
+        self._trust_cache: dict[str, bool] = {}
+
+    def __repr__(self) -> str:
+        proxies = [str(network) for network in self._trusted]
+        return (
+            f"by_ip(trusted_proxies={proxies!r}, ipv4_prefix={self.ipv4_prefix}, "
+            f"ipv6_prefix={self.ipv6_prefix})"
+        )
+
+    def __call__(self, scope: Scope, /) -> str | None:
+        client = scope.get("client")
+        if not client:
+            return None
+        host: str = client[0]
+        if self._trusted and self._is_trusted(host):
+            host = self._through_proxies(scope, host)
+        key = self._cache.get(host)
+        if key is None:
+            key = self._normalise(host)
+        return key
+
+    def _normalise(self, host: str) -> str:
+        address = _parse_ip(host)
+        if address is None:
+            key = host  # not an address (a unix socket path, a test client name)
+        elif isinstance(address, ipaddress.IPv4Address):
+            if self.ipv4_prefix == 32:
+                key = str(address)
+            else:
+                key = str(ipaddress.IPv4Network((address, self.ipv4_prefix), strict=False))
+        elif self.ipv6_prefix == 128:
+            key = str(address)
+        else:
+            key = str(ipaddress.IPv6Network((address, self.ipv6_prefix), strict=False))
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache.clear()
+        self._cache[host] = key
+        return key
+
+    def _is_trusted(self, host: str) -> bool:
+        trusted = self._trust_cache.get(host)
+        if trusted is None:
+            address = _parse_ip(host)
+            trusted = address is not None and any(address in net for net in self._trusted)
+            if len(self._trust_cache) >= _CACHE_SIZE:
+                self._trust_cache.clear()
+            self._trust_cache[host] = trusted
+        return trusted
+
+    def _through_proxies(self, scope: Scope, peer: str) -> str:
+        """The first untrusted hop, reading proxy headers right to left."""
+        hops = _forwarded_hops(scope)
+        current = peer
+        for hop in reversed(hops):
+            address = _parse_ip(hop)
+            if address is None:
+                # A trusted proxy reported something that is not an address
+                # ("unknown", an obfuscated id): the proxy is as far as we know.
+                return current
+            text = str(address)
+            if not self._is_trusted(text):
+                return text
+            current = text
+        return current
+
+
+def _forwarded_hops(scope: Scope) -> list[str]:
+    """`for=` values of every `Forwarded` field, else every `X-Forwarded-For` hop, in order.
+
+    Several fields of one name are one list (RFC 9110 §5.3), so several
+    `X-Forwarded-For` headers are joined, as proxies append them.
+    """
+    forwarded = [v for k, v in scope["headers"] if k == b"forwarded"]
+    if forwarded:
+        hops = []
+        for element in b",".join(forwarded).decode("latin-1").split(","):
+            for pair in element.split(";"):
+                name, _, value = pair.strip().partition("=")
+                if name.lower() == "for":
+                    hops.append(value)
+                    break
+            else:
+                hops.append("")  # an element without for=: an unknown hop
+        return hops
+    values = [v for k, v in scope["headers"] if k == b"x-forwarded-for"]
+    if not values:
+        return []
+    return [hop for hop in b",".join(values).decode("latin-1").split(",") if hop.strip()]
+
+
+def by_ip(
+    *,
+    trusted_proxies: Iterable[str] = (),
+    ipv6_prefix: int = 64,
+    ipv4_prefix: int = 32,
+) -> KeyFunc:
+    """Key by the client address, normalised.
+
+    The address is the one the server puts in the scope: behind a proxy,
+    run uvicorn with `--proxy-headers --forwarded-allow-ips=<proxy>` and
+    the server itself puts the client's address there. Or give
+    `trusted_proxies`: then, and only when the peer is one of them, the
+    `Forwarded` (else `X-Forwarded-For`) hops are read right to left,
+    skipping trusted proxies, and the first untrusted one is the client.
+
+    IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`) count as the IPv4
+    address; IPv6 addresses are grouped by prefix, since one host commonly
+    holds a whole /64.
+
+    Security: without `trusted_proxies`, `X-Forwarded-For` and `Forwarded`
+    are ignored, since any client can send them. List only proxies you run:
+    a trusted hop's header is believed.
+
+    Args:
+        trusted_proxies: CIDRs (`"10.0.0.0/8"`) or addresses of your proxies.
+        ipv6_prefix: Prefix length IPv6 clients are grouped by (1-128).
+        ipv4_prefix: Prefix length IPv4 clients are grouped by (1-32).
+
+    Raises:
+        ConfigError: a proxy is not an address or network, or a prefix is
+            out of range.
+
+    Examples:
+        >>> key = by_ip()
+        >>> key({"type": "http", "client": ("::ffff:203.0.113.9", 4000), "headers": []})
+        '203.0.113.9'
+        >>> key({"type": "http", "client": ("2001:db8::1", 4000), "headers": []})
+        '2001:db8::/64'
+    """
+    if isinstance(trusted_proxies, str | bytes):
+        msg = f"by_ip: trusted_proxies {trusted_proxies!r} is not a list of CIDRs"
+        raise ConfigError(msg)
+    networks: list[_Network] = []
+    for proxy in trusted_proxies:
+        try:
+            networks.append(ipaddress.ip_network(proxy, strict=False))
+        except (TypeError, ValueError):
+            msg = f"by_ip: trusted proxy {proxy!r} is not an address or CIDR like '10.0.0.0/8'"
+            raise ConfigError(msg) from None
+    for option, value, top in (("ipv6_prefix", ipv6_prefix, 128), ("ipv4_prefix", ipv4_prefix, 32)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
+            msg = f"by_ip: {option} {value!r} is not an integer from 1 to {top}"
+            raise ConfigError(msg)
+    return _ByIP(networks, ipv4_prefix, ipv6_prefix)
+
+
+class _ByPrincipal:
+    __slots__ = ("fallback",)
+
+    def __init__(self, fallback: KeyFunc | None) -> None:
+        self.fallback = fallback
+
+    def __repr__(self) -> str:
+        return f"by_principal(fallback={self.fallback!r})"
+
+    def __call__(self, scope: Scope, /) -> str | None:
+        state = scope.get("state")
+        if state is not None:
+            context = state.get(STATE_KEY)
+            principal = context.principal if context is not None else None
+            if principal is None:
+                principal = state.get("principal")
+            if principal is not None:
+                return principal.id  # type: ignore[no-any-return]
+        if self.fallback is None:
+            return None
+        key = self.fallback(scope)
+        return None if key is None else "ip:" + key
+
+
+def by_principal(*, fallback: KeyFunc | None = None) -> KeyFunc:
+    """Key by the authenticated principal's id; anonymous callers by address.
+
+    Reads the principal the authentication layer put in the request context
+    (`request.state.principal`), so this limiter goes after it. A request
+    with no principal is keyed `"ip:<address>"` by `fallback` (`by_ip()` by
+    default), so anonymous traffic is still limited, apart from principals.
+
+    Args:
+        fallback: The key function for anonymous requests; `by_ip()` when
+            not given.
+
+    Examples:
+        >>> from apiguard import Principal, get_context
+        >>> scope = {"type": "http", "client": ("203.0.113.9", 4000), "headers": []}
+        >>> by_principal()(scope)
+        'ip:203.0.113.9'
+        >>> get_context(scope).principal = Principal(id="partner", plan="pro")
+        >>> by_principal()(scope)
+        'partner'
+    """
+    return _ByPrincipal(_fallback("by_principal", fallback) or by_ip())
+
+
+class _ByHeader:
+    __slots__ = ("fallback", "hashed", "header", "name", "prefix")
+
+    def __init__(self, name: str, hashed: bool, prefix: str, fallback: KeyFunc | None) -> None:
+        self.name = name
+        self.header = name.lower().encode("latin-1")
+        self.hashed = hashed
+        self.prefix = prefix
+        self.fallback = fallback
+
+    def __repr__(self) -> str:
+        kind = "by_api_key" if self.hashed else "by_header"
+        return f"{kind}({self.name!r}, fallback={self.fallback!r})"
+
+    def __call__(self, scope: Scope, /) -> str | None:
+        raw = get_header(scope, self.header)
+        if raw is not None:
+            raw = raw.strip()
+        if not raw:
+            return None if self.fallback is None else self.fallback(scope)
+        if self.hashed or len(raw) > 256:
+            # Never keep a credential (or an unbounded value) as a store key.
+            return self.prefix + hashlib.sha256(raw).hexdigest()[:32]
+        return raw.decode("latin-1")
+
+
+def _header_name(kind: str, name: object) -> str:
+    if not isinstance(name, str) or not name or not name.isascii() or " " in name or ":" in name:
+        msg = f"{kind}: header {name!r} is not a header name like 'X-Tenant'"
+        raise ConfigError(msg)
+    return name
+
+
+def _fallback(kind: str, fallback: object) -> KeyFunc | None:
+    if fallback is not None and not callable(fallback):
+        msg = f"{kind}: fallback {fallback!r} is not a key function"
+        raise ConfigError(msg)
+    return fallback
+
+
+def by_api_key(header: str = "X-API-Key", *, fallback: KeyFunc | None = None) -> KeyFunc:
+    """Key by the API key a client sends, hashed.
+
+    The key is never stored: the store key is `"apikey:"` and 32 hex digits
+    of its SHA-256. A request without the header is keyed by `fallback`, or
+    not limited by this limiter when there is none (authentication normally
+    refuses it first).
+
+    Args:
+        header: The header carrying the key.
+        fallback: The key function for requests without the header.
+
+    Raises:
+        ConfigError: `header` is not a header name.
+
+    Examples:
+        >>> hashed = by_api_key()({"type": "http", "headers": [(b"x-api-key", b"k-123")]})
+        >>> hashed.startswith("apikey:"), "k-123" in hashed
+        (True, False)
+    """
+    return _ByHeader(
+        _header_name("by_api_key", header), True, "apikey:", _fallback("by_api_key", fallback)
+    )
+
+
+def by_header(name: str, *, fallback: KeyFunc | None = None) -> KeyFunc:
+    """Key by the value of a request header (a tenant id a gateway sets, ...).
+
+    Values over 256 bytes are hashed, so that a client cannot make the
+    store hold large keys. A request without the header is keyed by
+    `fallback`, or not limited by this limiter when there is none.
+
+    Security: a client can send any header; key by one only when a proxy or
+    an earlier layer you run sets it (and strips the client's own).
+
+    Args:
+        name: The header's name (any case).
+        fallback: The key function for requests without the header.
+
+    Raises:
+        ConfigError: `name` is not a header name.
+
+    Examples:
+        >>> by_header("X-Tenant")({"type": "http", "headers": [(b"x-tenant", b"acme")]})
+        'acme'
+    """
+    return _ByHeader(
+        _header_name("by_header", name), False, "sha256:", _fallback("by_header", fallback)
+    )

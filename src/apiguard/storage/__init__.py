@@ -1,0 +1,163 @@
+"""Shared state for the layers: a `limits` storage URI in, a rate store out.
+
+- `memory://` (the default) is apiguard's own [`MemoryStorage`][apiguard.storage.MemoryStorage]:
+  O(1) a hit whatever the number of keys, one per layer instance and process.
+- `redis://`, `rediss://`, `redis+unix://`, `redis+cluster://`,
+  `redis+sentinel://` (and the `valkey` forms), written as for slowapi, map
+  to `limits`' async Redis storages with the redis-py client, exceptions
+  wrapped, sentinel reads from the primary; apiguard runs its own scripts on
+  them (one round trip a request).
+- `memcached://`, `mongodb://`, `mongodb+srv://`, and any `async+...` URI
+  `limits` knows, go through `limits`' own async storage API.
+
+Every call to a network store has a timeout and goes through a breaker of
+the store's own; failures come out as [`StorageError`][apiguard.StorageError].
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from typing import Any, Final
+
+from limits.errors import ConfigurationError
+
+from apiguard.errors import ConfigError, redact
+from apiguard.storage._base import (
+    FIXED_WINDOW,
+    MOVING_WINDOW,
+    SLIDING_WINDOW_COUNTER,
+    STRATEGIES,
+    Quota,
+    Strategy,
+    Verdict,
+)
+from apiguard.storage._guard import StoreBreaker
+from apiguard.storage._remote import LimitsStore, RedisStore, RemoteStore
+from apiguard.storage.memory import MemoryStorage
+
+__all__ = [
+    "FIXED_WINDOW",
+    "MOVING_WINDOW",
+    "SLIDING_WINDOW_COUNTER",
+    "STRATEGIES",
+    "LimitsStore",
+    "MemoryStorage",
+    "Quota",
+    "RedisStore",
+    "RemoteStore",
+    "Store",
+    "StoreBreaker",
+    "Strategy",
+    "Verdict",
+    "open_store",
+]
+
+Store = MemoryStorage | RemoteStore
+
+_MEMORY: Final = frozenset({"memory", "async+apiguard-memory"})
+_REDIS: Final = frozenset(
+    {
+        "redis",
+        "rediss",
+        "redis+unix",
+        "redis+cluster",
+        "redis+sentinel",
+        "valkey",
+        "valkeys",
+        "valkey+unix",
+        "valkey+cluster",
+        "valkey+sentinel",
+    }
+)
+#: Client packages each family needs, and the pip extra that brings them.
+_NEEDS: Final = {
+    "redis": (("redis",), "apiguard[redis]"),
+    "valkey": (("valkey",), "valkey"),
+    "memcached": (("memcachio", "emcache"), "memcachio"),
+    "mongodb": (("motor", "pymongo"), "motor"),
+}
+
+
+def open_store(
+    uri: object, *, timeout: float = 0.25, option: str = "storage"
+) -> MemoryStorage | RemoteStore:
+    """Check a storage URI and return its store, without connecting.
+
+    Args:
+        uri: `memory://`, a `limits` URI (`redis://host:6379/0`, ...), or a
+            [`MemoryStorage`][apiguard.storage.MemoryStorage] to share.
+        timeout: Seconds one call to a network store may take.
+        option: The option's name, for error messages.
+
+    Raises:
+        ConfigError: the URI has no known scheme, is malformed, or needs a
+            client package that is not installed.
+
+    Examples:
+        >>> open_store("memory://")
+        <apiguard.storage.memory.MemoryStorage object at ...>
+        >>> open_store("redis://:secret@cache:6379/0")
+        RedisStore('redis://:***@cache:6379/0')
+    """
+    if isinstance(uri, MemoryStorage):
+        return uri
+    if not isinstance(uri, str) or "://" not in uri:
+        msg = (
+            f"{option}: {redact(uri)} is not a storage URI like 'memory://' or 'redis://host:6379'"
+        )
+        raise ConfigError(msg)
+    shown = redact(uri)
+    scheme = uri.partition("://")[0].lower()
+    if scheme in _MEMORY:
+        return MemoryStorage()
+    bare = scheme.removeprefix("async+")
+    target = f"async+{bare}{uri[len(scheme) :]}"
+    from limits._storage_scheme import SCHEMES, parse_storage_uri
+
+    if f"async+{bare}" not in SCHEMES:
+        known = "memory, redis, rediss, redis+cluster, redis+sentinel, memcached, mongodb"
+        msg = f"{option}: {shown} has an unknown scheme {scheme!r} (known: {known})"
+        raise ConfigError(msg)
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0:
+        msg = f"store_timeout: {timeout!r} is not a positive number of seconds"
+        raise ConfigError(msg)
+    if not math.isfinite(timeout):
+        msg = f"store_timeout: {timeout!r} is not finite"
+        raise ConfigError(msg)
+    family = bare.partition("+")[0].removesuffix("s")
+    if family in _NEEDS:
+        modules, extra = _NEEDS[family]
+        if not any(importlib.util.find_spec(module) for module in modules):
+            msg = f"{option}: {shown} needs the {modules[0]!r} package: pip install {extra!r}"
+            raise ConfigError(msg)
+    try:
+        parsed = parse_storage_uri(target)
+    except ConfigurationError as exc:
+        msg = f"{option}: {shown} is not a valid storage URI ({redact(str(exc))})"
+        raise ConfigError(msg) from None
+    if bare in _REDIS:
+        if bare.endswith("+sentinel") and not (parsed.path or "").strip("/"):
+            msg = f"{option}: {shown} names no sentinel service (redis+sentinel://host:26379/mymaster)"
+            raise ConfigError(msg)
+        return RedisStore(target, shown, timeout, _redis_options(bare, timeout))
+    return LimitsStore(target, shown, timeout, {})
+
+
+def _redis_options(scheme: str, timeout: float) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "implementation": "redispy",
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+    }
+    if scheme.endswith("+sentinel"):
+        # Rate decisions read from the primary, never from a lagging replica.
+        options["use_replicas"] = False
+    elif not scheme.endswith("+cluster"):
+        # No client-side retries: a retried script may count a request twice,
+        # and the layer's timeout and breaker decide what a failure costs.
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        options["retry"] = Retry(NoBackoff(), 0)
+    return options

@@ -1,0 +1,272 @@
+"""Stores over the network, through `limits`' async storages: timeouts, breaker, errors.
+
+Both kinds connect lazily, on the first call in an event loop (a layer's
+`__init__` has no side effects), and again in a new loop (a client is bound
+to the loop it was made in). Every call runs under `asyncio.timeout`, goes
+through the store's [`StoreBreaker`][apiguard.storage.StoreBreaker], and
+any failure comes out as one [`StorageError`][apiguard.StorageError].
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+from limits.aio.storage import Storage
+from limits.storage import storage_from_string
+
+from apiguard._clock import clock
+from apiguard.errors import StorageError
+from apiguard.storage._base import (
+    FIXED_WINDOW,
+    MOVING_WINDOW,
+    Quota,
+    Strategy,
+    Verdict,
+)
+from apiguard.storage._guard import StoreBreaker
+from apiguard.storage._scripts import SCRIPTS
+
+__all__ = ["LimitsStore", "RedisStore", "RemoteStore"]
+
+Acquire = Callable[[str, Sequence[Quota], int], Awaitable[Verdict]]
+
+
+class RemoteStore:
+    """A store reached over the network: lazy client, timeouts, breaker.
+
+    Args:
+        uri: The `limits` async storage URI (`async+redis://...`).
+        display: The URI as given, password redacted, for logs and errors.
+        timeout: Seconds a store call may take before it counts as failed.
+        options: Keyword options for the `limits` storage.
+    """
+
+    def __init__(self, uri: str, display: str, timeout: float, options: dict[str, Any]) -> None:
+        self.uri = uri
+        self.display = display
+        self.timeout = timeout
+        self.options = options
+        self.breaker = StoreBreaker(display, probe_timeout=max(2 * timeout, 0.5))
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._storage: Storage | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.display})"
+
+    def storage(self) -> Storage:
+        """The `limits` storage of the running event loop, made on first use."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._storage is None:
+            storage = storage_from_string(self.uri, wrap_exceptions=True, **self._options())
+            if not isinstance(storage, Storage):  # pragma: no cover - URIs are async+ ones
+                msg = f"{self.display} is not an async storage"
+                raise StorageError(msg)
+            self._storage = storage
+            self._loop = loop
+            self._connected(storage)
+        return self._storage
+
+    def _options(self) -> dict[str, Any]:
+        """Hook: the `limits` storage's options for a new client."""
+        return self.options
+
+    def _connected(self, storage: Storage) -> None:
+        """Hook: prepare what the store needs on a new client (scripts)."""
+
+    async def aclose(self) -> None:
+        """Close the client's connections (at shutdown); the next call reconnects."""
+        storage, self._storage, self._loop = self._storage, None, None
+        bridge = getattr(storage, "bridge", None)
+        if bridge is not None:
+            client = bridge.get_connection()
+            await client.aclose()
+            pool = getattr(client, "connection_pool", None)
+            if pool is not None:  # a pool passed in is not closed by the client
+                await pool.disconnect()
+
+    def acquirer(self, strategy: Strategy) -> Acquire:
+        """The guarded `acquire(key, quotas, cost)` of `strategy`."""
+        call = self._call(strategy)
+        breaker = self.breaker
+        timeout = self.timeout
+
+        async def acquire(key: str, quotas: Sequence[Quota], cost: int) -> Verdict:
+            if not breaker.allow():
+                raise StorageError(f"{self.display}: breaker open")
+            try:
+                async with asyncio.timeout(timeout):
+                    verdict = await call(key, quotas, cost)
+            except asyncio.CancelledError:
+                # Our timeout is a TimeoutError; a cancellation is the
+                # request's own (client gone): not the store's fault.
+                raise
+            except Exception as exc:
+                breaker.failure(exc)
+                raise StorageError(f"{self.display}: {type(exc).__name__}") from exc
+            breaker.success()
+            return verdict
+
+        return acquire
+
+    def _call(self, strategy: Strategy) -> Acquire:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class RedisStore(RemoteStore):
+    """Redis (plain, TLS, unix socket, cluster, sentinel) through `limits`' storage.
+
+    `limits` builds the client (redis-py: about twice as fast as coredis on
+    loopback here) from the URI, cluster and sentinel included; apiguard runs
+    its own scripts on it, so that each request is one round trip that
+    checks and counts every quota atomically and returns the figures the
+    headers need (`limits`' `hit()` answers only yes or no).
+    """
+
+    #: Connections per process. redis-py's default pool refuses a 101st
+    #: concurrent command at once (MaxConnectionsError): under a burst that
+    #: would read as a store failure and fail open. A blocking pool makes a
+    #: request wait for a free connection instead, within the store timeout.
+    MAX_CONNECTIONS: Final = 100
+
+    def _options(self) -> dict[str, Any]:
+        if "+cluster" in self.uri or "+sentinel" in self.uri:
+            return self.options
+        from redis.asyncio import BlockingConnectionPool
+
+        options = dict(self.options)
+        url = self.uri.removeprefix("async+").replace("redis+unix", "unix")
+        options["connection_pool"] = BlockingConnectionPool.from_url(
+            url.replace("valkey+unix", "unix"),
+            max_connections=self.MAX_CONNECTIONS,
+            timeout=self.timeout,
+            socket_timeout=options.pop("socket_timeout", None),
+            socket_connect_timeout=options.pop("socket_connect_timeout", None),
+            retry=options.pop("retry", None),
+        )
+        return options
+
+    def _connected(self, storage: Storage) -> None:
+        bridge: Any = storage.bridge  # type: ignore[attr-defined]
+        client = bridge.get_connection()  # the primary: rate decisions never read replicas
+        self._scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}
+
+    def _call(self, strategy: Strategy) -> Acquire:
+        # Each strategy keeps its own data type (hash, sorted set): the
+        # strategy is in the key, so that changing it never meets WRONGTYPE.
+        code = _CODES[strategy]
+
+        async def call(key: str, quotas: Sequence[Quota], cost: int) -> Verdict:
+            self.storage()
+            script = self._scripts[strategy]
+            # One hash tag for every quota of the request: one cluster slot.
+            keys = [f"apiguard:{{{key}}}:{code}:{quota.uid}" for quota in quotas]
+            args: list[int] = [cost]
+            for quota in quotas:
+                args += (quota.amount, quota.window * 1000)
+            reply = await script(keys=keys, args=args)
+            return _parse_reply(reply, len(quotas))
+
+        return call
+
+
+_CODES: Final = {"fixed-window": "fw", "moving-window": "mw", "sliding-window-counter": "sw"}
+
+
+def _parse_reply(reply: list[int], count: int) -> Verdict:
+    admitted = bool(reply[0])
+    used = tuple([int(reply[3 * i + 1]) for i in range(count)])
+    reset = tuple([int(reply[3 * i + 2]) / 1000 for i in range(count)])
+    violated = tuple([i for i in range(count) if int(reply[3 * i + 3]) >= 0])
+    retry = max((int(reply[3 * i + 3]) / 1000 for i in violated), default=0.0)
+    return Verdict(admitted, used, reset, retry, violated)
+
+
+class LimitsStore(RemoteStore):
+    """Any other `limits` async storage (memcached, MongoDB, ...), through its API.
+
+    Round trips per quota: one `incr` for the fixed window (two when a
+    refusal is rolled back), the strategy's `acquire` plus its window read
+    for the moving window and the sliding window counter. Fixed windows are
+    aligned on apiguard's clock, as with the other stores. Several quotas are
+    counted one after the other: a refusal takes back the fixed-window
+    counts already made; a moving or sliding window cannot be taken back
+    through `limits`' API, so with those strategies an earlier quota of a
+    multi-quota policy keeps a hit a later quota refused.
+    """
+
+    def _call(self, strategy: Strategy) -> Acquire:
+        if strategy == FIXED_WINDOW:
+            return self._fixed
+        if strategy == MOVING_WINDOW:
+            return self._moving
+        return self._sliding
+
+    async def _fixed(self, key: str, quotas: Sequence[Quota], cost: int) -> Verdict:
+        storage = self.storage()
+        now = clock.time()
+        done: list[tuple[str, int]] = []
+        used: list[int] = []
+        reset: list[float] = []
+        for index, quota in enumerate(quotas):
+            window = quota.window
+            start = now // window
+            name = f"apiguard/{quota.uid}/{key}/{int(start)}"
+            count = await storage.incr(name, window, amount=cost)
+            done.append((name, window))
+            used.append(count)
+            reset.append((start + 1) * window - now)
+            if count > quota.amount:
+                for undo, expiry in done:
+                    await storage.incr(undo, expiry, amount=-cost)
+                used = [u - cost for u in used]
+                return Verdict(False, tuple(used), tuple(reset), reset[-1], (index,))
+        return Verdict(True, tuple(used), tuple(reset))
+
+    async def _moving(self, key: str, quotas: Sequence[Quota], cost: int) -> Verdict:
+        storage: Any = self.storage()
+        used: list[int] = []
+        reset: list[float] = []
+        admitted = True
+        violated: tuple[int, ...] = ()
+        retry = 0.0
+        for index, quota in enumerate(quotas):
+            name = f"apiguard/{quota.uid}/{key}"
+            if admitted and not await storage.acquire_entry(name, quota.amount, quota.window, cost):
+                admitted = False
+                violated = (index,)
+            oldest, count = await storage.get_moving_window(name, quota.amount, quota.window)
+            now = clock.time()
+            used.append(count)
+            reset.append(max(oldest + quota.window - now, 0.0) if count else 0.0)
+            if violated == (index,):
+                retry = reset[-1]
+        return Verdict(admitted, tuple(used), tuple(reset), retry, violated)
+
+    async def _sliding(self, key: str, quotas: Sequence[Quota], cost: int) -> Verdict:
+        from apiguard.storage._base import sliding_wait
+
+        storage: Any = self.storage()
+        used: list[int] = []
+        reset: list[float] = []
+        admitted = True
+        violated: tuple[int, ...] = ()
+        retry = 0.0
+        for index, quota in enumerate(quotas):
+            name = f"apiguard/{quota.uid}/{key}"
+            window = quota.window
+            if admitted and not await storage.acquire_sliding_window_entry(
+                name, quota.amount, window, cost
+            ):
+                admitted = False
+                violated = (index,)
+            previous, _, current, current_ttl = await storage.get_sliding_window(name, window)
+            until_end = max(current_ttl - window, 0.0) if current_ttl else 0.0
+            count = math.floor(previous * until_end / window + current)
+            used.append(count)
+            reset.append(sliding_wait(previous, current, window, until_end, count) if count else 0)
+            if violated == (index,):
+                retry = sliding_wait(previous, current, window, until_end, quota.amount - cost + 1)
+        return Verdict(admitted, tuple(used), tuple(reset), retry, violated)

@@ -1,0 +1,106 @@
+"""The store fails: redis-server killed and restarted, frozen (SIGSTOP) and thawed."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from tests._servers import RedisServer
+from tests.ratelimit_helpers import client, limited_app
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("close_stores"), pytest.mark.slow]
+
+TIMEOUT = 0.2
+
+
+async def _timed(http: httpx.AsyncClient) -> tuple[httpx.Response, float]:
+    start = time.perf_counter()
+    response = await http.get("/orders")
+    return response, time.perf_counter() - start
+
+
+async def _until_limiting_resumes(http: httpx.AsyncClient, limit: int) -> list[int]:
+    """Requests until one is refused again (the store is back); bounded."""
+    statuses = []
+    for _ in range(200):
+        response = await http.get("/orders")
+        statuses.append(response.status_code)
+        if response.status_code == 429:
+            return statuses
+        await anyio.sleep(0.05)
+    raise AssertionError(f"limiting did not resume: {statuses[-20:]}")
+
+
+def _decision(response: httpx.Response) -> dict[str, Any]:
+    decision: dict[str, Any] = response.json()["decisions"][0]
+    return decision
+
+
+async def test_killed_store_fails_open_then_limiting_resumes(own_redis: RedisServer) -> None:
+    app = limited_app(limit="3/hour", storage=own_redis.url, store_timeout=TIMEOUT)
+    async with client(app) as http:
+        assert [(await http.get("/orders")).status_code for _ in range(4)] == [200] * 3 + [429]
+        own_redis.kill()
+        outage = [await _timed(http) for _ in range(20)]
+        assert {r.status_code for r, _ in outage} == {200}  # every request served
+        assert max(elapsed for _, elapsed in outage) < TIMEOUT + 0.1  # none waits longer
+        first, last = _decision(outage[0][0]), _decision(outage[-1][0])
+        assert (first["reason"], first["attributes"]["store.failures"]) == ("store-unavailable", 1)
+        assert last["attributes"]["store.breaker"] == "open"
+        own_redis.start()  # a fresh server: the counts are gone, the limit is not
+        statuses = await _until_limiting_resumes(http, 3)
+    assert statuses[-4:] == [200, 200, 200, 429]
+
+
+async def test_frozen_store_fails_open_without_making_requests_wait(
+    own_redis: RedisServer,
+) -> None:
+    app = limited_app(limit="3/hour", storage=own_redis.url, store_timeout=TIMEOUT)
+    async with client(app) as http:
+        assert (await http.get("/orders")).status_code == 200
+        own_redis.freeze()
+        try:
+            outage = [await _timed(http) for _ in range(30)]
+        finally:
+            own_redis.thaw()
+        statuses = await _until_limiting_resumes(http, 3)
+    assert {r.status_code for r, _ in outage} == {200}
+    waits = [elapsed for _, elapsed in outage]
+    assert max(waits) < TIMEOUT + 0.1  # no request waits beyond the store timeout
+    assert min(waits[:3]) >= TIMEOUT * 0.9  # the first three paid the timeout ...
+    assert max(waits[3:10]) < 0.02  # ... then the breaker opened: no waiting at all
+    assert [
+        d["attributes"]["store.breaker"] for d in map(_decision, (r for r, _ in outage[3:6]))
+    ] == ["open"] * 3
+    assert statuses[-1] == 429  # two counted before the freeze, then 1 more, then refused
+
+
+@pytest.mark.parametrize("failure", ["kill", "freeze"])
+async def test_fail_closed_answers_503_never_500(own_redis: RedisServer, failure: str) -> None:
+    app = limited_app(
+        limit="100/hour", storage=own_redis.url, store_timeout=TIMEOUT, on_store_error="fail-closed"
+    )
+    async with client(app) as http:
+        assert (await http.get("/orders")).status_code == 200
+        own_redis.kill() if failure == "kill" else own_redis.freeze()
+        try:
+            outage = [await _timed(http) for _ in range(10)]
+        finally:
+            own_redis.thaw() if failure == "freeze" else own_redis.start()
+        for _ in range(100):  # recovered without a restart of the app
+            if (await http.get("/orders")).status_code == 200:
+                break
+            await anyio.sleep(0.05)
+        else:
+            raise AssertionError("the store came back but requests are still refused")
+    assert {r.status_code for r, _ in outage} == {503}
+    assert max(elapsed for _, elapsed in outage) < TIMEOUT + 0.1
+    refused = outage[-1][0]
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.json()["status"] == 503
+    assert "redis" not in refused.text.lower()  # no internals in the body

@@ -1,0 +1,224 @@
+"""The Redis store against a real redis-server: strategies, round trips, keys, breaker."""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+import pytest
+import redis
+
+from apiguard import StorageError
+from apiguard.ratelimit import by_api_key
+from apiguard.storage import LimitsStore, Quota, RedisStore, StoreBreaker, open_store
+from apiguard.testing import FrozenClock
+from tests.ratelimit_helpers import client, limited_app, ratelimit
+
+pytestmark = pytest.mark.anyio
+
+STRATEGIES = ["fixed-window", "moving-window", "sliding-window-counter"]
+
+
+def _evalsha_calls(url: str) -> int:
+    stats = redis.Redis.from_url(url).info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {"calls": 0})["calls"])
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.usefixtures("close_stores")
+async def test_each_strategy_admits_exactly_the_amount(redis_url: str, strategy: str) -> None:
+    store = open_store(redis_url)
+    assert isinstance(store, RedisStore)
+    acquire = store.acquirer(strategy)  # type: ignore[arg-type]
+    verdicts = [await acquire("k", (Quota("q", 3, 60),), 1) for _ in range(5)]
+    assert [v.admitted for v in verdicts] == [True, True, True, False, False]
+    assert [v.used[0] for v in verdicts] == [1, 2, 3, 3, 3]
+    assert all(0 < v.reset[0] <= 60 for v in verdicts)
+    assert 0 < verdicts[-1].retry_after <= 60
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.usefixtures("close_stores")
+async def test_a_refusal_by_one_quota_is_counted_by_none(redis_url: str, strategy: str) -> None:
+    acquire = open_store(redis_url).acquirer(strategy)  # type: ignore[union-attr, arg-type]
+    quotas = (Quota("burst", 2, 60), Quota("hour", 5, 3600))
+    for _ in range(2):
+        assert (await acquire("k", quotas, 1)).admitted
+    refused = await acquire("k", quotas, 1)
+    assert (refused.admitted, refused.used, refused.violated) == (False, (2, 2), (0,))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.usefixtures("close_stores")
+async def test_one_round_trip_per_request_whatever_the_strategy(
+    redis_url: str, strategy: str
+) -> None:
+    """One EVALSHA a request, several quotas included, and nothing else on the wire."""
+    import redis.asyncio
+
+    sent: list[object] = []
+    original = redis.asyncio.Redis.execute_command
+
+    async def counting(self: redis.asyncio.Redis, *args: object, **options: object) -> object:
+        sent.append(args[0])
+        return await original(self, *args, **options)
+
+    app = limited_app(limit="50/second; 1000/hour", strategy=strategy, storage=redis_url)
+    async with client(app) as http:
+        await http.get("/orders")  # a new client loads the script (NOSCRIPT, SCRIPT LOAD)
+        before = _evalsha_calls(redis_url)
+        redis.asyncio.Redis.execute_command = counting  # type: ignore[method-assign]
+        try:
+            for _ in range(20):
+                assert (await http.get("/orders")).status_code == 200
+        finally:
+            redis.asyncio.Redis.execute_command = original  # type: ignore[method-assign]
+    assert sent == ["EVALSHA"] * 20  # the client's round trips
+    assert _evalsha_calls(redis_url) - before == 20  # as the server counted them
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.usefixtures("close_stores")
+async def test_short_real_windows(redis_url: str, strategy: str) -> None:
+    """A 1-second window on the server's clock: refused within it, admitted after."""
+    acquire = open_store(redis_url).acquirer(strategy)  # type: ignore[union-attr, arg-type]
+    quota = (Quota("s", 2, 1),)
+    assert (await acquire("k", quota, 1)).admitted
+    assert (await acquire("k", quota, 1)).admitted
+    refused = await acquire("k", quota, 1)
+    assert not refused.admitted
+    assert 0 < refused.retry_after <= 2.0
+    await anyio.sleep(refused.retry_after + 0.01)  # real time: the server's clock must move
+    assert (await acquire("k", quota, 1)).admitted
+
+
+@pytest.mark.usefixtures("close_stores")
+async def test_headers_from_redis_follow_the_draft(redis_url: str) -> None:
+    app = limited_app(limit="2/minute", storage=redis_url)
+    async with client(app) as http:
+        first = ratelimit(await http.get("/orders"))
+        second = ratelimit(await http.get("/orders"))
+        refused = await http.get("/orders")
+    assert first["default-0"][0] == 1
+    assert 0 < first["default-0"][1] <= 60
+    assert second["default-0"][0] == 0
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+
+
+@pytest.mark.usefixtures("close_stores")
+async def test_keys_share_a_hash_tag_and_never_hold_an_api_key(redis_url: str) -> None:
+    app = limited_app(limit="5/second; 10/hour", key=by_api_key(), storage=redis_url)
+    async with client(app) as http:
+        await http.get("/orders", headers={"x-api-key": "sk-live-secret"})
+    keys = sorted(k.decode() for k in redis.Redis.from_url(redis_url).keys("*"))
+    assert len(keys) == 2
+    tags = {key[key.index("{") : key.index("}") + 1] for key in keys}
+    assert len(tags) == 1
+    assert not any("sk-live-secret" in key for key in keys)
+
+
+@pytest.mark.usefixtures("close_stores")
+async def test_script_cache_flush_is_survived(redis_url: str) -> None:
+    acquire = open_store(redis_url).acquirer("fixed-window")  # type: ignore[union-attr]
+    assert (await acquire("k", (Quota("q", 5, 60),), 1)).admitted
+    redis.Redis.from_url(redis_url).script_flush()
+    assert (await acquire("k", (Quota("q", 5, 60),), 1)).used == (2,)
+
+
+@pytest.mark.usefixtures("close_stores")
+async def test_a_refused_connection_is_one_storage_error() -> None:
+    store = open_store("redis://127.0.0.1:1/0", timeout=0.5)
+    acquire = store.acquirer("fixed-window")  # type: ignore[union-attr]
+    with pytest.raises(StorageError, match="ConnectionError"):
+        await acquire("k", (Quota("q", 5, 60),), 1)
+
+
+@pytest.mark.parametrize(
+    ("uri", "kind"),
+    [
+        ("redis://localhost:6379/0", RedisStore),
+        ("rediss://localhost:6380", RedisStore),
+        ("redis+cluster://a:7000,b:7001", RedisStore),
+        ("redis+sentinel://a:26379/mymaster", RedisStore),
+        ("async+redis://localhost:6379", RedisStore),
+        ("async+memory://", LimitsStore),
+    ],
+)
+def test_uris_map_to_limits_async_storages(uri: str, kind: type) -> None:
+    store = open_store(uri)
+    assert isinstance(store, kind)
+    assert store.uri.startswith("async+")  # type: ignore[union-attr]
+
+
+def test_sentinel_reads_rate_decisions_from_the_primary() -> None:
+    store = open_store("redis+sentinel://a:26379/mymaster")
+    assert store.options["use_replicas"] is False  # type: ignore[union-attr]
+
+
+def test_clients_in_other_packages_are_required_by_name() -> None:
+    with pytest.raises(Exception, match="needs the 'memcachio' package"):
+        open_store("memcached://localhost:11211")
+
+
+# --- the breaker ---------------------------------------------------------------------
+
+
+def test_breaker_opens_after_three_failures_and_grows_its_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "apiguard.storage")
+    with FrozenClock() as clock:
+        breaker = StoreBreaker("redis://cache")
+        for _ in range(3):
+            assert breaker.allow()
+            breaker.failure(TimeoutError())
+        assert breaker.state == "open"
+        assert not breaker.allow()
+        assert breaker.retry_after() == 0.5
+        clock.advance(0.5)
+        assert breaker.allow()  # the probe
+        assert not breaker.allow()  # only one at a time
+        breaker.failure(TimeoutError())
+        assert breaker.retry_after() == 1.0  # doubled
+        clock.advance(1.0)
+        assert breaker.allow()
+        breaker.success()
+        assert breaker.state == "closed"
+        assert breaker.allow()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2  # once when the outage starts, once when it ends
+    assert "failed (TimeoutError)" in messages[0]
+    assert "back after 4 failed calls" in messages[1]
+
+
+def test_breaker_interval_is_capped() -> None:
+    with FrozenClock() as clock:
+        breaker = StoreBreaker("s", cap=4.0)
+        for _ in range(3):
+            breaker.failure(OSError())
+        for _ in range(10):
+            clock.advance(breaker.retry_after())
+            assert breaker.allow()
+            breaker.failure(OSError())
+        assert breaker.retry_after() == 4.0
+
+
+def test_a_probe_that_never_reports_does_not_hold_the_breaker() -> None:
+    with FrozenClock() as clock:
+        breaker = StoreBreaker("s", probe_timeout=1.0)
+        for _ in range(3):
+            breaker.failure(OSError())
+        clock.advance(0.5)
+        assert breaker.allow()  # a probe whose request is then cancelled
+        clock.advance(1.0)
+        assert breaker.allow()
+
+
+@pytest.mark.usefixtures("close_stores")
+async def test_changing_the_strategy_of_a_limiter_never_meets_old_keys(redis_url: str) -> None:
+    """Each strategy has its own keys: a redeploy with another strategy keeps working."""
+    for strategy in STRATEGIES:
+        acquire = open_store(redis_url).acquirer(strategy)  # type: ignore[union-attr, arg-type]
+        assert (await acquire("k", (Quota("same", 5, 60),), 1)).used == (1,)
