@@ -105,6 +105,19 @@ def test_known_templates_bind_through_a_middleware_chain() -> None:
     policies.bind(Wrapper(Wrapper(starlette_app().router)))  # type: ignore[arg-type]
 
 
+def test_one_path_declared_as_several_routes_binds_every_method() -> None:
+    """`GET /orders` and `POST /orders` as two routes (FastAPI's way) are both known."""
+    app = Starlette(
+        routes=[
+            Route("/orders", endpoint, methods=["GET"]),
+            Route("/orders", endpoint, methods=["POST"]),
+        ]
+    )
+    RoutePolicies("routes", {"GET /orders": 1, "POST /orders": 2}, 0).bind(app.router)
+    with pytest.raises(ConfigError, match="'DELETE /orders' does not accept DELETE"):
+        RoutePolicies("routes", {"DELETE /orders": 1}, 0).bind(app.router)
+
+
 def test_lookup_by_method_then_head_as_get_then_any_method() -> None:
     """HEAD gets the GET policy; a method-less key covers every method."""
     app = starlette_app()

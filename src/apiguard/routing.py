@@ -447,9 +447,21 @@ class Resolver:
                     stack.append(entry.child)
 
     def known(self) -> dict[str, RouteMatch]:
-        """Every route the app has, by route key; for checking option keys."""
+        """Every route the app has, by route key; for checking option keys.
+
+        Routes that share a key (`GET /orders` and `POST /orders` declared
+        separately, as FastAPI does) are merged: their methods are united.
+        """
         self._refresh()
-        return {match.key: match for match in _walk(self._level)}
+        known: dict[str, RouteMatch] = {}
+        for match in _walk(self._level):
+            seen = known.get(match.key)
+            if seen is None:
+                known[match.key] = match
+            elif seen.methods is not None:
+                methods = None if match.methods is None else seen.methods | match.methods
+                known[match.key] = RouteMatch(seen.template, seen.host, methods)
+        return known
 
     def _refresh(self) -> None:
         routes = self._router.routes
