@@ -14,8 +14,9 @@ from typing import Annotated, Literal
 
 from fastapi import FastAPI, HTTPException, Query, status
 from pydantic import BaseModel, Field
+from starlette.middleware import Middleware
 
-from apiguard import guard
+from apiguard import APIKeyAuth, AuthMiddleware, Principal, guard
 
 
 class LineIn(BaseModel):
@@ -92,5 +93,29 @@ def create_app() -> FastAPI:
     return app
 
 
+# Demo API keys: `curl -H 'X-API-Key: demo-writer-4b8d1e6f' localhost:8000/orders`.
+# A real service loads its keys from a secret store, or looks them up (see the
+# authentication guide); these are public and for the demo only.
+DEMO_KEYS = {
+    "demo-reader-7f3a9c2e": Principal(id="demo-reader", scopes=["orders:read"], plan="free"),
+    "demo-writer-4b8d1e6f": Principal(
+        id="demo-writer", scopes=["orders:read", "orders:write"], plan="pro"
+    ),
+}
+
 # The demo: the orders API behind apiguard's layers, on the in-memory defaults.
-app = guard(create_app())
+app = guard(
+    create_app(),
+    Middleware(
+        AuthMiddleware,
+        authenticators=[APIKeyAuth(keys=DEMO_KEYS)],
+        public=["GET /health", "GET /docs", "GET /docs/oauth2-redirect", "GET /openapi.json"],
+        scopes={
+            "GET /orders": ["orders:read"],
+            "GET /orders/{order_id}": ["orders:read"],
+            "POST /orders": ["orders:write"],
+            "POST /orders/{order_id}/cancel": ["orders:write"],
+            "DELETE /orders/{order_id}": ["orders:write"],
+        },
+    ),
+)

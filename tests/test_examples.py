@@ -35,6 +35,26 @@ async def test_orders_api_round_trip() -> None:
         assert (await client.post("/orders", json={"lines": []})).status_code == 422
 
 
+WRITER = {"x-api-key": "demo-writer-4b8d1e6f"}
+READER = {"x-api-key": "demo-reader-7f3a9c2e"}
+
+
+async def test_demo_needs_an_api_key_with_the_route_scopes() -> None:
+    """The demo's authentication: public health and docs, scopes per route."""
+    from examples.orders import app
+
+    transport = httpx.ASGITransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        assert (await client.get("/health")).status_code == 200
+        assert (await client.get("/openapi.json")).status_code == 200
+        refused = await client.get("/orders")
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"] == 'ApiKey realm="api"'
+        assert (await client.get("/orders", headers=READER)).status_code == 200
+        assert (await client.post("/orders", json=ORDER, headers=READER)).status_code == 403
+        assert (await client.post("/orders", json=ORDER, headers=WRITER)).status_code == 201
+
+
 @pytest.mark.slow
 def test_demo_command_serves_the_orders_api() -> None:
     """What `make demo` runs: uvicorn examples.orders:app, lifespan on."""
@@ -43,9 +63,11 @@ def test_demo_command_serves_the_orders_api() -> None:
     try:
         with httpx.Client(base_url=server.url, timeout=5) as client:
             assert client.get("/health").json() == {"status": "ok"}
-            created = client.post("/orders", json=ORDER)
+            assert client.post("/orders", json=ORDER).status_code == 401
+            created = client.post("/orders", json=ORDER, headers=WRITER)
             assert created.status_code == 201
-            assert client.get(f"/orders/{created.json()['id']}").status_code == 200
+            order_id = created.json()["id"]
+            assert client.get(f"/orders/{order_id}", headers=READER).status_code == 200
     finally:
         output = server.stop()
     assert "Application startup complete" in output

@@ -15,7 +15,8 @@ __all__ = ["current_principal", "optional_principal"]
 def optional_principal(connection: HTTPConnection) -> Principal | None:
     """The caller, or `None` when anonymous (a public or optional route).
 
-    Use as a FastAPI dependency (`Depends(optional_principal)`) or call it
+    Use as a FastAPI dependency
+    (`Annotated[Principal | None, Depends(optional_principal)]`) or call it
     with a Starlette `Request` or `WebSocket`.
     """
     return get_context(connection.scope).principal
@@ -24,7 +25,8 @@ def optional_principal(connection: HTTPConnection) -> Principal | None:
 def current_principal(connection: HTTPConnection) -> Principal:
     """The caller, as [`AuthMiddleware`][apiguard.AuthMiddleware] established it.
 
-    Use as a FastAPI dependency: `principal: Principal = Depends(current_principal)`.
+    Use as a FastAPI dependency:
+    `principal: Annotated[Principal, Depends(current_principal)]`.
     On a route where the layer let an anonymous caller through (listed in
     `public` or `optional`), or without the layer, it refuses the request:
     401 with a `WWW-Authenticate: Bearer` challenge (a WebSocket is closed
@@ -35,10 +37,13 @@ def current_principal(connection: HTTPConnection) -> Principal:
         WebSocketException: 1008, no authenticated caller on a WebSocket.
 
     Examples:
+        >>> from typing import Annotated
         >>> from fastapi import Depends, FastAPI
         >>> app = FastAPI()
         >>> @app.get("/me")
-        ... async def me(principal: Principal = Depends(current_principal)) -> dict[str, str]:
+        ... async def me(
+        ...     principal: Annotated[Principal, Depends(current_principal)],
+        ... ) -> dict[str, str]:
         ...     return {"id": principal.id}
     """
     principal = get_context(connection.scope).principal
