@@ -24,7 +24,7 @@ from starlette.requests import HTTPConnection
 from apiguard import APIKeyAuth, AuthMiddleware, JWTAuth, Principal, guard
 from apiguard._asgi import CannedResponse
 from apiguard.testing import SigningKey, generate_key, mint_token
-from benchmarks.apps import starlette_app
+from benchmarks.apps import NoopMiddleware, starlette_app
 from benchmarks.driver import ASGICase, Case, FuncCase, Request
 
 AUDIENCE = "orders"
@@ -101,6 +101,15 @@ def cases() -> list[Case]:
             guard(starlette_app(), Middleware(_Refuse)),
             Request("GET", "/orders/42"),
             expect=401,
+        ),
+        ASGICase(
+            "no-op layer on the core, per-route (the core's share)",
+            guard(
+                starlette_app(),
+                Middleware(NoopMiddleware, routes={"GET /health": "public", "POST /orders": "w"}),
+            ),
+            Request("GET", "/orders/42"),
+            baseline=base,
         ),
         ASGICase(
             "auth: API key",

@@ -308,3 +308,39 @@ async def test_works_when_added_with_add_middleware(rs256: SigningKey) -> None:
     for app in (added, listed):
         assert (await call(app, headers=headers)).json()["name"] == "ada"
         assert (await call(app)).status_code == 401
+
+
+async def test_an_authenticator_bug_fails_closed_not_500(
+    rs256: SigningKey, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    authenticator = jwt_auth(rs256)
+
+    def broken(credential: bytes) -> Any:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(authenticator, "check", broken)
+    token = rs256.token(claims())
+    response = await call(make_app(authenticator), headers=bearer(token))
+    assert response.status_code == 503
+    assert "failed unexpectedly" in caplog.text
+    assert token not in caplog.text
+
+
+async def test_plain_asgi_app_uses_the_listed_templates(rs256: SigningKey) -> None:
+    """Without a Starlette router, route keys match the layer's own templates."""
+
+    async def plain(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    app = AuthMiddleware(
+        plain,
+        authenticators=[jwt_auth(rs256)],
+        public=["GET /health"],
+        scopes={"POST /items/{item_id}": ["items:write"]},
+    )
+    assert (await call(app, "/health")).status_code == 200
+    assert (await call(app, "/items/7")).status_code == 401
+    token = bearer(rs256.token(claims()))
+    assert (await call(app, "/items/7", token)).status_code == 200
+    assert (await call(app, "/items/7", token, method="POST")).status_code == 403

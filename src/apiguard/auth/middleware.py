@@ -33,6 +33,7 @@ _SKIP_PREFLIGHT: Final = Decision("auth", "skip", reason="preflight")
 _ANONYMOUS: Final = Decision("auth", "allow", reason="anonymous")
 _MISSING: Final = Decision("auth", "reject", reason="missing_credential", status=401)
 _EMPTY: Final[Mapping[bytes, list[bytes]]] = {}
+_BROKEN: Final = Failure("unavailable", "internal_error")
 
 _DETAIL_MISSING = "This resource needs a credential."
 _DETAIL_MALFORMED = "The request carries a malformed or repeated credential."
@@ -264,17 +265,20 @@ class AuthMiddleware:
                 context.record(slot.reject_malformed)
                 await slot.malformed.send(scope, send)
                 return
-            result = slot.check(credential)  # type: ignore[arg-type]
-            if type(result) is not Grant:
-                if type(result) is not Failure:
+            try:
+                result = slot.check(credential)  # type: ignore[arg-type]
+                if type(result) is not Grant and type(result) is not Failure:
                     result = await result  # type: ignore[misc]
-                if type(result) is not Grant:
-                    refusal = slot.refusals.get(result) or self._refusal(slot, result)
-                    context.record(refusal[0])
-                    if logger.isEnabledFor(logging.DEBUG):
-                        logger.debug("apiguard.auth: %s refused (%s)", slot.auth.name, result.cause)
-                    await refusal[1].send(scope, send)
-                    return
+            except Exception:  # a bug must fail closed (503), never answer 500
+                logger.exception("apiguard.auth: %s failed unexpectedly", slot.auth.name)
+                result = _BROKEN
+            if type(result) is not Grant:
+                refusal = slot.refusals.get(result) or self._refusal(slot, result)  # type: ignore[arg-type]
+                context.record(refusal[0])
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug("apiguard.auth: %s refused (%s)", slot.auth.name, result.cause)  # type: ignore[union-attr]
+                await refusal[1].send(scope, send)
+                return
             principal = result.principal
             if policy.scopes and not policy.scopes <= principal.scopes:
                 context.record(slot.scope)
