@@ -140,6 +140,7 @@ def cases() -> list[Case]:
             ),
         ]
     rs256 = keys["RS256"]
+    stranger = generate_key("RS256", kid=None)
     out += [
         ASGICase(
             "auth: malformed token refused",
@@ -154,6 +155,14 @@ def cases() -> list[Case]:
             _bearer(_token(generate_key("RS256", kid="someone-else"))),
             expect=401,
             baseline=refused,
+        ),
+        ASGICase(
+            "auth: unknown kid refused, a new kid every request",
+            _guarded(_jwt_auth(rs256)),
+            lambda i: _bearer(stranger.token({"exp": FAR_FUTURE}, headers={"kid": f"k-{i}"})),
+            expect=401,
+            baseline=refused,
+            variants=1000,  # beyond the 256 parsed headers kept: every header is parsed
         ),
         ASGICase(
             "starlette AuthenticationMiddleware + jwt.decode HS256",

@@ -23,6 +23,7 @@ from apiguard.auth._base import (
     malformed_or,
     with_method,
 )
+from apiguard.auth._claims import ClaimRules
 from apiguard.auth._jose import decode_json_object, decode_segment, foreign_bytes
 from apiguard.auth._keys import HMAC, KeySet, VerifyingKey, check_algorithms, make_key, parse_jwks
 from apiguard.auth._options import (
@@ -53,14 +54,6 @@ BAD_TYPE: Final = Failure("invalid", "typ")
 BAD_KID: Final = Failure("invalid", "kid")
 UNKNOWN_KID: Final = Failure("invalid", "unknown_kid")
 BAD_SIGNATURE: Final = Failure("invalid", "signature")
-BAD_CLAIM: Final = Failure("invalid", "claim")
-MISSING_CLAIM: Final = Failure("invalid", "missing_claim")
-EXPIRED: Final = Failure("invalid", "expired")
-NOT_YET_VALID: Final = Failure("invalid", "not_yet_valid")
-ISSUED_IN_FUTURE: Final = Failure("invalid", "issued_in_future")
-BAD_ISSUER: Final = Failure("invalid", "issuer")
-BAD_AUDIENCE: Final = Failure("invalid", "audience")
-NO_SUBJECT: Final = Failure("invalid", "subject")
 REFUSED_BY_HOOK: Final = Failure("invalid", "refused")
 KEYS_UNAVAILABLE: Final = Failure("unavailable", "keys_unavailable")
 HOOK_FAILED: Final = Failure("unavailable", "principal_hook")
@@ -70,10 +63,7 @@ HOOK_FAILED: Final = Failure("unavailable", "principal_hook")
 #: itself are never trusted. `b64`: unencoded payloads (RFC 7797) are not
 #: supported. `cty`: nested tokens are not supported (RFC 7519 §5.2).
 _REFUSED_HEADERS: Final = frozenset({"crit", "jku", "x5u", "jwk", "b64", "cty"})
-#: Numeric dates beyond ±2**53 s are refused (and never overflow a float).
-_MAX_DATE: Final = 2**53
 _ABSENT: Final[Any] = object()
-_SUBJECT_CLAIMS: Final = ("sub", "client_id", "azp")
 
 
 class _Signed(NamedTuple):
@@ -178,17 +168,14 @@ class JWTAuth(Authenticator):
         allow_insecure_http: bool = False,
     ) -> None:
         self._algorithms = check_algorithms("algorithms", algorithms)
-        self._audience = _audience(audience)
-        if issuer is not None and (not isinstance(issuer, str) or not issuer):
-            msg = f"issuer: expected the exact 'iss' string, got {issuer!r}"
-            raise ConfigError(msg)
+        self._rules = ClaimRules(
+            audience=audience,
+            issuer=issuer,
+            leeway=leeway,
+            required_claims=required_claims,
+            scopes_claim=scopes_claim,
+        )
         self._issuer = issuer
-        self._leeway = check_seconds("leeway", leeway, high=300.0)
-        self._required = check_strings("required_claims", required_claims)
-        if scopes_claim is not None and (not isinstance(scopes_claim, str) or not scopes_claim):
-            msg = f"scopes_claim: expected a claim name, got {scopes_claim!r}"
-            raise ConfigError(msg)
-        self._scopes_claims = (scopes_claim,) if scopes_claim else ("scope", "scp")
         hook: object = principal  # typed a callable, but users pass anything
         if hook is not None and not callable(hook):
             msg = f"principal: expected a callable (principal -> principal), got {hook!r}"
@@ -429,7 +416,7 @@ class JWTAuth(Authenticator):
         if not key.verify(signed.alg, signed.signing_input, signed.signature):
             return BAD_SIGNATURE
         claims = signed.claims
-        checked = self._claims(claims)
+        checked = self._rules.check(claims)
         if isinstance(checked, Failure):
             return checked
         principal, expires = checked
@@ -480,66 +467,6 @@ class JWTAuth(Authenticator):
             cache[digest] = (grant, expires, key)
         return grant
 
-    def _claims(self, claims: dict[str, Any]) -> Failure | tuple[Principal, float | None]:
-        """RFC 7519 §4.1 checks; the principal and the cache deadline (`exp`)."""
-        now = clock.time()
-        leeway = self._leeway
-        for name in self._required:
-            if name not in claims:
-                return MISSING_CLAIM
-        exp = claims.get("exp", _ABSENT)
-        if exp is not _ABSENT:
-            if not _is_date(exp):
-                return BAD_CLAIM
-            if now >= exp + leeway:
-                return EXPIRED
-        nbf = claims.get("nbf", _ABSENT)
-        if nbf is not _ABSENT:
-            if not _is_date(nbf):
-                return BAD_CLAIM
-            if nbf > now + leeway:
-                return NOT_YET_VALID
-        iat = claims.get("iat", _ABSENT)
-        if iat is not _ABSENT:
-            if not _is_date(iat):
-                return BAD_CLAIM
-            if iat > now + leeway:
-                return ISSUED_IN_FUTURE
-        if self._issuer is not None and claims.get("iss") != self._issuer:
-            return BAD_ISSUER
-        aud = claims.get("aud", _ABSENT)
-        if self._audience is None:
-            if aud is not _ABSENT:
-                return BAD_AUDIENCE
-        elif not _audience_matches(aud, self._audience):
-            return BAD_AUDIENCE
-        subject = None
-        for name in _SUBJECT_CLAIMS:
-            value = claims.get(name)
-            if value is not None:
-                if type(value) is not str or not value:
-                    return BAD_CLAIM
-                subject = subject or value
-        if subject is None:
-            return NO_SUBJECT
-        scopes = self._scopes(claims)
-        if scopes is None:
-            return BAD_CLAIM
-        principal = Principal(id=subject, scopes=scopes, method="jwt", claims=claims)
-        return principal, (float(exp) if exp is not _ABSENT else None)
-
-    def _scopes(self, claims: dict[str, Any]) -> frozenset[str] | None:
-        for name in self._scopes_claims:
-            value = claims.get(name)
-            if value is None:
-                continue
-            if type(value) is str:
-                return frozenset(value.split())
-            if type(value) is list and all(type(item) is str for item in value):
-                return frozenset(value)
-            return None
-        return frozenset()
-
     # -- for tests and telemetry -------------------------------------------------
 
     @property
@@ -554,29 +481,6 @@ class JWTAuth(Authenticator):
     def __repr__(self) -> str:
         source = "remote" if self._remote else "static"
         return f"JWTAuth(algorithms={sorted(self._algorithms)}, keys={source})"
-
-
-def _is_date(value: object) -> bool:
-    """A NumericDate (RFC 7519 §2): a JSON number, not a string or a boolean."""
-    kind = type(value)
-    return (kind is int or kind is float) and -_MAX_DATE <= value <= _MAX_DATE  # type: ignore[operator]
-
-
-def _audience(audience: object) -> frozenset[str] | None:
-    if audience is None:
-        return None
-    if isinstance(audience, str):
-        audience = (audience,)
-    names = check_strings("audience", audience, allow_empty=False)
-    return frozenset(names)
-
-
-def _audience_matches(aud: object, accepted: frozenset[str]) -> bool:
-    if type(aud) is str:
-        return aud in accepted
-    if type(aud) is list and aud and all(type(item) is str for item in aud):
-        return not accepted.isdisjoint(aud)
-    return False
 
 
 def _static_jwks(
