@@ -41,6 +41,7 @@ LOOKUP_FAILED: Final = Failure("unavailable", "lookup_failed")
 
 _TOKEN: Final = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
 _VISIBLE_ASCII: Final = re.compile(rb"[\x21-\x7e]+")
+_sha256: Final = hashlib.sha256
 
 
 def key_digest(key: str | bytes) -> str:
@@ -195,12 +196,14 @@ class APIKeyAuth(Authenticator):
 
     def check(self, credential: bytes) -> CheckResult:
         """Find the key by digest; an awaitable only for a `lookup` not cached."""
-        if len(credential) > self._max_bytes or not _VISIBLE_ASCII.fullmatch(credential):
-            return malformed_or(credential, BAD_KEY)  # empty, overlong, non-ASCII: no lookup
-        digest = hashlib.sha256(credential).digest()
+        if len(credential) > self._max_bytes:
+            return BAD_KEY
+        digest = _sha256(credential).digest()
         grant = self._grants.get(digest)
         if grant is not None:
-            return grant
+            return grant  # equal to a configured key, so of valid syntax
+        if not _VISIBLE_ASCII.fullmatch(credential):
+            return malformed_or(credential, BAD_KEY)  # empty, non-ASCII: no lookup
         if self._lookup is None:
             return INVALID_KEY
         cached = self._cache.get(digest)
