@@ -113,6 +113,7 @@ def _certificate(key: SigningKey) -> bytes:
         ({"max_token_bytes": 10}, "max_token_bytes: expected an integer"),
         ({"cache_size": -1}, "cache_size: expected an integer"),
         ({"timeout": 0}, "timeout: 0 seconds is outside"),
+        ({"jwks_min_refresh_interval": 0}, "jwks_min_refresh_interval: 0 seconds is outside"),
         ({"jwks": {"keys": []}}, "key and jwks: give one source of keys"),
     ],
 )

@@ -195,7 +195,7 @@ class JWTAuth(Authenticator):
             jwks_url,
             check_seconds("jwks_cache_ttl", jwks_cache_ttl, low=1.0, high=86_400.0),
             check_seconds(
-                "jwks_min_refresh_interval", jwks_min_refresh_interval, low=0.0, high=86_400.0
+                "jwks_min_refresh_interval", jwks_min_refresh_interval, low=1.0, high=86_400.0
             ),
             bool(allow_insecure_http),
         )
