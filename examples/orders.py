@@ -16,7 +16,14 @@ from fastapi import FastAPI, HTTPException, Query, status
 from pydantic import BaseModel, Field
 from starlette.middleware import Middleware
 
-from apiguard import RateLimitMiddleware, guard
+from apiguard import (
+    APIKeyAuth,
+    AuthMiddleware,
+    Principal,
+    RateLimitMiddleware,
+    by_principal,
+    guard,
+)
 
 
 class LineIn(BaseModel):
@@ -93,6 +100,16 @@ def create_app() -> FastAPI:
     return app
 
 
+# Demo API keys: `curl -H 'X-API-Key: demo-writer-4b8d1e6f' localhost:8000/orders`.
+# A real service loads its keys from a secret store, or looks them up (see the
+# authentication guide); these are public and for the demo only.
+DEMO_KEYS = {
+    "demo-reader-7f3a9c2e": Principal(id="demo-reader", scopes=["orders:read"], plan="free"),
+    "demo-writer-4b8d1e6f": Principal(
+        id="demo-writer", scopes=["orders:read", "orders:write"], plan="pro"
+    ),
+}
+
 # The demo: the orders API behind apiguard's layers, on the in-memory defaults.
 app = guard(
     create_app(),
@@ -102,6 +119,27 @@ app = guard(
         name="ip",
         limit="100/minute",
         routes={"POST /orders": "20/minute"},
+        exempt=["GET /health"],
+    ),
+    # Who is calling: demo API keys; health and the API docs are public.
+    Middleware(
+        AuthMiddleware,
+        authenticators=[APIKeyAuth(keys=DEMO_KEYS)],
+        public=["GET /health", "GET /docs", "GET /docs/oauth2-redirect", "GET /openapi.json"],
+        scopes={
+            "GET /orders": ["orders:read"],
+            "GET /orders/{order_id}": ["orders:read"],
+            "POST /orders": ["orders:write"],
+            "POST /orders/{order_id}/cancel": ["orders:write"],
+            "DELETE /orders/{order_id}": ["orders:write"],
+        },
+    ),
+    # Quotas per caller, by the plan their key carries.
+    Middleware(
+        RateLimitMiddleware,
+        name="plan",
+        key=by_principal(),
+        plans={"free": "60/minute", "pro": "600/minute"},
         exempt=["GET /health"],
     ),
 )

@@ -35,6 +35,26 @@ async def test_orders_api_round_trip() -> None:
         assert (await client.post("/orders", json={"lines": []})).status_code == 422
 
 
+WRITER = {"x-api-key": "demo-writer-4b8d1e6f"}
+READER = {"x-api-key": "demo-reader-7f3a9c2e"}
+
+
+async def test_demo_needs_an_api_key_with_the_route_scopes() -> None:
+    """The demo's authentication: public health and docs, scopes per route."""
+    from examples.orders import app
+
+    transport = httpx.ASGITransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        assert (await client.get("/health")).status_code == 200
+        assert (await client.get("/openapi.json")).status_code == 200
+        refused = await client.get("/orders")
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"] == 'ApiKey realm="api"'
+        assert (await client.get("/orders", headers=READER)).status_code == 200
+        assert (await client.post("/orders", json=ORDER, headers=READER)).status_code == 403
+        assert (await client.post("/orders", json=ORDER, headers=WRITER)).status_code == 201
+
+
 @pytest.mark.slow
 def test_demo_command_serves_the_orders_api() -> None:
     """What `make demo` runs: uvicorn examples.orders:app, lifespan on."""
@@ -44,24 +64,38 @@ def test_demo_command_serves_the_orders_api() -> None:
         with httpx.Client(base_url=server.url, timeout=5) as client:
             health = client.get("/health")
             assert health.json() == {"status": "ok"}
-            assert "ratelimit" not in health.headers  # exempt
-            created = client.post("/orders", json=ORDER)
+            assert "ratelimit" not in health.headers  # exempt from the IP limit, and public
+            assert client.post("/orders", json=ORDER).status_code == 401
+            created = client.post("/orders", json=ORDER, headers=WRITER)
             assert created.status_code == 201
-            assert created.headers["ratelimit-policy"] == '"ip-1";q=20;w=60'
-            assert created.headers["ratelimit"].startswith('"ip-1";r=19;t=')
-            assert client.get(f"/orders/{created.json()['id']}").status_code == 200
+            # The IP limiter is outside authentication: the 401 counted too.
+            # The plan limiter, inside, adds its own list members (pro: 600/minute).
+            policies = created.headers.get_list("ratelimit-policy")
+            assert policies == ['"plan-1";q=600;w=60', '"ip-1";q=20;w=60']
+            states = created.headers.get_list("ratelimit")
+            assert states[0].startswith('"plan-1";r=599;t=')
+            assert states[1].startswith('"ip-1";r=18;t=')
+            order_id = created.json()["id"]
+            assert client.get(f"/orders/{order_id}", headers=READER).status_code == 200
     finally:
         output = server.stop()
     assert "Application startup complete" in output
 
 
 async def test_demo_limits_writes_per_client() -> None:
-    """The demo's rate limiter: 20 orders a minute per client address, then 429."""
+    """The demo's rate limiters: 20 orders a minute per address, and quotas per plan."""
     from examples.orders import app
 
     transport = httpx.ASGITransport(app, client=("198.51.100.77", 5000))
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        statuses = [(await client.post("/orders", json=ORDER)).status_code for _ in range(21)]
-        listed = await client.get("/orders")
+        statuses = [
+            (await client.post("/orders", json=ORDER, headers=WRITER)).status_code
+            for _ in range(21)
+        ]
+        listed = await client.get("/orders", headers=READER)
     assert statuses == [201] * 20 + [429]
-    assert listed.headers["ratelimit-policy"] == '"ip-0";q=100;w=60'
+    # The reader's key is on the free plan: 60 a minute, beside the address's 100.
+    assert listed.headers.get_list("ratelimit-policy") == [
+        '"plan-0";q=60;w=60',
+        '"ip-0";q=100;w=60',
+    ]

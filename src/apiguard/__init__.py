@@ -6,6 +6,7 @@ outermost first. See the documentation for the layers and their order.
 
 from __future__ import annotations
 
+from apiguard.auth import APIKeyAuth, AuthMiddleware, JWTAuth
 from apiguard.compose import guard
 from apiguard.context import Decision, RequestContext, get_context
 from apiguard.errors import ConfigError, StorageError
@@ -21,8 +22,11 @@ from apiguard.ratelimit import (
 from apiguard.routing import RouteMatch, resolve
 
 __all__ = [
+    "APIKeyAuth",
+    "AuthMiddleware",
     "ConfigError",
     "Decision",
+    "JWTAuth",
     "Principal",
     "Problem",
     "RateLimitMiddleware",

@@ -449,14 +449,21 @@ class Resolver:
                     stack.append(entry.child)
 
     def known(self) -> dict[str, RouteMatch]:
-        """Every route the app has, by route key; for checking option keys."""
-        self._refresh()
-        return {match.key: match for match in _walk(self._level)}
+        """Every route the app has, by route key; for checking option keys.
 
-    def matches(self) -> list[RouteMatch]:
-        """Every route the app has, in dispatch order, several per key where several are."""
+        Routes that share a key (`GET /orders` and `POST /orders` declared
+        separately, as FastAPI does) are merged: their methods are united.
+        """
         self._refresh()
-        return list(_walk(self._level))
+        known: dict[str, RouteMatch] = {}
+        for match in _walk(self._level):
+            seen = known.get(match.key)
+            if seen is None:
+                known[match.key] = match
+            elif seen.methods is not None:
+                methods = None if match.methods is None else seen.methods | match.methods
+                known[match.key] = RouteMatch(seen.template, seen.host, methods)
+        return known
 
     def _refresh(self) -> None:
         routes = self._router.routes
@@ -731,14 +738,9 @@ class RoutePolicies(Generic[P]):
         if router is None or not self._policies:
             return
         # One template often has several routes (FastAPI's @app.get and
-        # @app.post on "/orders"): a key's methods are those of all of them.
-        accepted: dict[str, set[str] | None] = {}
-        for found in resolver_for(router).matches():
-            methods = accepted.get(found.key, set())
-            if methods is None or found.methods is None:
-                accepted[found.key] = None
-            else:
-                accepted[found.key] = methods | found.methods
+        # @app.post on "/orders"): known() unites their methods.
+        known = resolver_for(router).known()
+        accepted = {key: match.methods for key, match in known.items()}
         for (method, key), raw_key in self._raw.items():
             if key not in accepted:
                 hint = difflib.get_close_matches(key, list(accepted), n=1)

@@ -1,0 +1,372 @@
+"""`AuthMiddleware`: who is calling, per route, with RFC 6750 answers."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Final
+
+from starlette.authentication import AuthCredentials, UnauthenticatedUser
+
+from apiguard._asgi import get_header
+from apiguard._types import ASGIApp, Receive, Scope, Send
+from apiguard.auth._base import MALFORMED, Authenticator, Failure, Grant
+from apiguard.compose import checked_at_startup
+from apiguard.context import Decision, get_context
+from apiguard.errors import ConfigError
+from apiguard.problems import Problem, ProblemResponse
+from apiguard.routing import RoutePolicies, parse_route_key
+
+__all__ = ["AuthMiddleware"]
+
+logger = logging.getLogger("apiguard.auth")
+
+_PUBLIC, _OPTIONAL, _REQUIRED = "public", "optional", "required"
+_SCOPE_TOKEN: Final = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3.3
+_REALM: Final = re.compile(r"^[\x20\x21\x23-\x5b\x5d-\x7e]+$")  # quotable without escapes
+_RETRY_AFTER: Final = (b"retry-after", b"5")
+
+_SKIP_PUBLIC: Final = Decision("auth", "skip", reason="public")
+_SKIP_PREFLIGHT: Final = Decision("auth", "skip", reason="preflight")
+_ANONYMOUS: Final = Decision("auth", "allow", reason="anonymous")
+_MISSING: Final = Decision("auth", "reject", reason="missing_credential", status=401)
+_EMPTY: Final[Mapping[bytes, list[bytes]]] = {}
+_BROKEN: Final = Failure("unavailable", "internal_error")
+
+_DETAIL_MISSING = "This resource needs a credential."
+_DETAIL_MALFORMED = "The request carries a malformed or repeated credential."
+_DETAIL_INVALID = "The credential is invalid or has expired."
+_DETAIL_SCOPE = "The credential lacks a scope this resource needs."
+_DETAIL_UNAVAILABLE = "Authentication is temporarily unavailable; try again shortly."
+
+
+class _Policy:
+    """What a route needs: nothing, optionally a credential, or one with scopes."""
+
+    __slots__ = ("forbidden", "mode", "scopes")
+
+    def __init__(self, mode: str, scopes: frozenset[str] = frozenset()) -> None:
+        self.mode = mode
+        self.scopes = scopes
+        self.forbidden: tuple[ProblemResponse, ...] = ()
+
+
+class _Slot:
+    """One authenticator with its responses and decisions, built once."""
+
+    __slots__ = (
+        "allow",
+        "auth",
+        "check",
+        "find",
+        "index",
+        "invalid",
+        "malformed",
+        "refusals",
+        "reject_malformed",
+        "scope",
+    )
+
+    def __init__(self, auth: Authenticator, realm: str, index: int) -> None:
+        self.auth = auth
+        self.index = index
+        self.find = auth.find
+        self.check = auth.check
+        self.allow = Decision("auth", "allow", name=auth.name)
+        self.reject_malformed = Decision(
+            "auth", "reject", name=auth.name, reason="invalid_request", status=400
+        )
+        self.scope = Decision(
+            "auth", "reject", name=auth.name, reason="insufficient_scope", status=403
+        )
+        # RFC 6750 error codes for bearer schemes; other schemes get a bare challenge.
+        if auth.error_codes:
+            bad_request = _challenge(auth, realm, "invalid_request")
+            bad_token = _challenge(auth, realm, "invalid_token")
+            self.malformed = _response(
+                400, _DETAIL_MALFORMED, [bad_request], error="invalid_request"
+            )
+            self.invalid = _response(401, _DETAIL_INVALID, [bad_token], error="invalid_token")
+        else:
+            bare = _challenge(auth, realm, None)
+            self.malformed = _response(400, _DETAIL_MALFORMED, [bare])
+            self.invalid = _response(401, _DETAIL_INVALID, [bare])
+        self.refusals: dict[Failure, tuple[Decision, ProblemResponse]] = {}
+
+
+def _challenge(
+    auth: Authenticator, realm: str, error: str | None, scope: str | None = None
+) -> tuple[bytes, bytes]:
+    # RFC 6750 §3: auth-params after the scheme, each at most once.
+    params = [f'realm="{realm}"']
+    if error is not None:
+        params.append(f'error="{error}"')
+        if scope is not None:
+            params.append(f'scope="{scope}"')
+    return (b"www-authenticate", f"{auth.scheme} {', '.join(params)}".encode("latin-1"))
+
+
+def _response(
+    status: int, detail: str, headers: Iterable[tuple[bytes, bytes]] = (), **extensions: str
+) -> ProblemResponse:
+    problem = Problem(status=status, detail=detail, extensions=extensions)
+    return ProblemResponse(problem, headers)
+
+
+class AuthMiddleware:
+    """Authenticates each request, and enforces per-route credential and scope rules.
+
+    The authenticators are tried in order; the first that finds its kind of
+    credential in the request decides. A credential that is present and
+    invalid is refused (401), never passed on to the next authenticator; the
+    same kind of credential sent twice is a malformed request (400). After
+    the layer, `request.user`, `request.auth.scopes`, Starlette's
+    `@requires(...)`, `request.state.principal` and the request context's
+    `principal` all give the caller.
+
+    Routes are required to carry a credential unless listed in `public` or
+    `optional`. CORS preflight requests (`OPTIONS` with
+    `Access-Control-Request-Method`) pass unauthenticated; put
+    `CORSMiddleware` outside this layer. WebSocket handshakes are
+    authenticated like requests.
+
+    Args:
+        app: The ASGI app to protect.
+        authenticators: [`JWTAuth`][apiguard.JWTAuth],
+            [`APIKeyAuth`][apiguard.APIKeyAuth], ..., in the order they are tried.
+        public: Route keys (`"GET /health"`, `"/docs"`) that need no
+            credential: nothing is checked there, and the caller is anonymous.
+        optional: Route keys where a credential may be left out (the caller
+            is then anonymous), but one that is sent must be valid.
+        scopes: Route keys to the scopes a credential must all carry there;
+            403 `insufficient_scope` otherwise.
+        realm: The `realm` of the `WWW-Authenticate` challenges.
+
+    Raises:
+        ConfigError: no authenticators, two reading the same place, a bad
+            route key (checked against the app's routes at start-up), a
+            route listed twice, or a bad scope or realm.
+
+    Examples:
+        >>> from starlette.applications import Starlette
+        >>> from starlette.middleware import Middleware
+        >>> from apiguard import APIKeyAuth, Principal, guard
+        >>> app = guard(
+        ...     Starlette(),
+        ...     Middleware(
+        ...         AuthMiddleware,
+        ...         authenticators=[APIKeyAuth(keys={"k-123": Principal(id="partner")})],
+        ...     ),
+        ... )
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        authenticators: Sequence[Authenticator],
+        public: Iterable[str] = (),
+        optional: Iterable[str] = (),
+        scopes: Mapping[str, Sequence[str]] | None = None,
+        realm: str = "api",
+    ) -> None:
+        if not isinstance(realm, str) or not _REALM.match(realm):
+            msg = f"realm: {realm!r} is not printable ASCII without quotes or backslashes"
+            raise ConfigError(msg)
+        auths = _check_authenticators(authenticators)
+        self._slots = tuple(_Slot(auth, realm, index) for index, auth in enumerate(auths))
+        self._header_names = frozenset().union(*(auth.header_names for auth in auths))
+        # RFC 6750 §3.1: no credential at all gets the challenges without an error code.
+        self._missing = _response(
+            401, _DETAIL_MISSING, [_challenge(auth, realm, None) for auth in auths]
+        )
+        self._unavailable = _response(503, _DETAIL_UNAVAILABLE, [_RETRY_AFTER])
+        policies: dict[str, dict[str, _Policy]] = {
+            "public": {key: _Policy(_PUBLIC) for key in _route_list("public", public)},
+            "optional": {key: _Policy(_OPTIONAL) for key in _route_list("optional", optional)},
+            "scopes": {
+                key: self._scoped(frozenset(names), realm)
+                for key, names in _scope_map(scopes).items()
+            },
+        }
+        checks = [RoutePolicies(option, policies[option], None) for option in policies]
+        merged: dict[str, _Policy] = {}
+        seen: dict[tuple[str | None, str], str] = {}
+        for option, routes in policies.items():
+            for key, policy in routes.items():
+                parsed = parse_route_key(option, key)
+                if parsed in seen:
+                    msg = f"{option}: route {key!r} is also in {seen[parsed]}"
+                    raise ConfigError(msg)
+                seen[parsed] = option
+                merged[key] = policy
+        self._routes: RoutePolicies[_Policy] = RoutePolicies(
+            "public/optional/scopes", merged, _Policy(_REQUIRED)
+        )
+        self.app = checked_at_startup(app, *(lambda c=c: c.bind(app) for c in checks))
+
+    def _scoped(self, names: frozenset[str], realm: str) -> _Policy:
+        policy = _Policy(_REQUIRED, names)
+        listed = " ".join(sorted(names))
+        policy.forbidden = tuple(
+            _response(
+                403,
+                _DETAIL_SCOPE,
+                [_challenge(slot.auth, realm, "insufficient_scope", listed)]
+                if slot.auth.error_codes
+                else [],
+                error="insufficient_scope",
+                scope=listed,
+            )
+            for slot in self._slots
+        )
+        return policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Authenticate the request, then call the app or send the refusal."""
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        if (
+            kind == "http"
+            and scope["method"] == "OPTIONS"
+            and get_header(scope, b"access-control-request-method") is not None
+        ):
+            # A CORS preflight carries no credentials (Fetch standard §4.8).
+            get_context(scope).record(_SKIP_PREFLIGHT)
+            await self.app(scope, receive, send)
+            return
+        policy = self._routes.lookup(scope)
+        context = get_context(scope)
+        if policy.mode is _PUBLIC:
+            _anonymous(scope)
+            context.record(_SKIP_PUBLIC)
+            await self.app(scope, receive, send)
+            return
+        # One pass over the raw headers for every authenticator.
+        wanted = self._header_names
+        found: dict[bytes, list[bytes]] | Mapping[bytes, list[bytes]] = _EMPTY
+        for name, value in scope["headers"]:
+            if name in wanted:
+                if found is _EMPTY:
+                    found = {name: [value]}
+                elif name in found:
+                    found[name].append(value)
+                else:
+                    found[name] = [value]  # type: ignore[index]
+        for slot in self._slots:
+            credential = slot.find(found, scope)
+            if credential is None:
+                continue
+            if credential is MALFORMED:
+                context.record(slot.reject_malformed)
+                await slot.malformed.send(scope, send)
+                return
+            try:
+                result = slot.check(credential)  # type: ignore[arg-type]
+                if type(result) is not Grant and type(result) is not Failure:
+                    result = await result  # type: ignore[misc]
+            except Exception:  # a bug must fail closed (503), never answer 500
+                logger.exception("apiguard.auth: %s failed unexpectedly", slot.auth.name)
+                result = _BROKEN
+            if type(result) is not Grant:
+                refusal = slot.refusals.get(result) or self._refusal(slot, result)  # type: ignore[arg-type]
+                context.record(refusal[0])
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug("apiguard.auth: %s refused (%s)", slot.auth.name, result.cause)  # type: ignore[union-attr]
+                await refusal[1].send(scope, send)
+                return
+            principal = result.principal
+            if policy.scopes and not policy.scopes <= principal.scopes:
+                context.record(slot.scope)
+                await policy.forbidden[slot.index].send(scope, send)
+                return
+            scope["user"] = principal
+            scope["auth"] = AuthCredentials(result.scopes)
+            scope["state"]["principal"] = principal
+            context.principal = principal
+            context.record(slot.allow)
+            await self.app(scope, receive, send)
+            return
+        if policy.mode is _OPTIONAL:
+            _anonymous(scope)
+            context.record(_ANONYMOUS)
+            await self.app(scope, receive, send)
+            return
+        context.record(_MISSING)
+        await self._missing.send(scope, send)
+
+    def _refusal(self, slot: _Slot, failure: Failure) -> tuple[Decision, ProblemResponse]:
+        """The decision and response for a refused credential, built once per cause."""
+        reason, status, response = {
+            "invalid": ("invalid_token", 401, slot.invalid),
+            "malformed": ("invalid_request", 400, slot.malformed),
+            "unavailable": ("unavailable", 503, self._unavailable),
+        }[failure.kind]
+        decision = Decision(
+            "auth", "reject", name=slot.auth.name, reason=reason, status=status,
+            attributes=MappingProxyType({"auth.cause": failure.cause}),
+        )  # fmt: skip
+        slot.refusals[failure] = decision, response
+        return decision, response
+
+
+def _anonymous(scope: Scope) -> None:
+    scope["user"] = UnauthenticatedUser()
+    scope["auth"] = AuthCredentials()
+    scope["state"]["principal"] = None
+
+
+def _check_authenticators(authenticators: object) -> list[Authenticator]:
+    if isinstance(authenticators, Authenticator):
+        authenticators = [authenticators]
+    if not isinstance(authenticators, Sequence) or not authenticators:
+        msg = f"authenticators: expected a list like [JWTAuth(...)], got {authenticators!r}"
+        raise ConfigError(msg)
+    owners: dict[str, int] = {}
+    for position, auth in enumerate(authenticators):
+        if not isinstance(auth, Authenticator):
+            msg = f"authenticators: item {position} is {auth!r}, not JWTAuth/APIKeyAuth"
+            raise ConfigError(msg)
+        for location in auth.locations:
+            if location in owners:
+                msg = (
+                    f"authenticators: items {owners[location]} and {position} both read "
+                    f"{location!r}; the second would never be consulted"
+                )
+                raise ConfigError(msg)
+            owners[location] = position
+    return list(authenticators)
+
+
+def _route_list(option: str, routes: object) -> list[str]:
+    if isinstance(routes, str) or not isinstance(routes, Iterable):
+        msg = f"{option}: expected a list of route keys like ['GET /health'], got {routes!r}"
+        raise ConfigError(msg)
+    keys = list(routes)
+    for key in keys:
+        parse_route_key(option, key)
+    return keys
+
+
+def _scope_map(scopes: object) -> dict[str, list[str]]:
+    if scopes is None:
+        return {}
+    if not isinstance(scopes, Mapping):
+        msg = f"scopes: expected a mapping of route keys to scope lists, got {scopes!r}"
+        raise ConfigError(msg)
+    checked: dict[str, list[str]] = {}
+    for key, names in scopes.items():
+        if isinstance(names, str) or not isinstance(names, Iterable):
+            msg = f"scopes: route {key!r}: expected a list of scopes, got {names!r}"
+            raise ConfigError(msg)
+        names = list(names)
+        for name in names:
+            if not isinstance(name, str) or not _SCOPE_TOKEN.match(name):
+                msg = f"scopes: route {key!r}: {name!r} is not a scope token (RFC 6749 §3.3)"
+                raise ConfigError(msg)
+        checked[key] = names
+    return checked
