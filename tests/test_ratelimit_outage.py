@@ -104,3 +104,46 @@ async def test_fail_closed_answers_503_never_500(own_redis: RedisServer, failure
     assert int(refused.headers["retry-after"]) >= 1
     assert refused.json()["status"] == 503
     assert "redis" not in refused.text.lower()  # no internals in the body
+
+
+async def test_redis_connections_close_at_lifespan_shutdown(redis_url: str) -> None:
+    """The layer closes its store's connections when the app shuts down."""
+    import redis as sync_redis
+
+    app = limited_app(limit="5/hour", storage=redis_url, store_timeout=5.0)
+    admin = sync_redis.Redis.from_url(redis_url)
+
+    def clients() -> int:
+        return len(admin.client_list()) - 1  # not counting this one
+
+    lifespan = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    answers: list[str] = []
+    served = anyio.Event()
+    counted: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        message = lifespan.pop(0)
+        if message["type"] == "lifespan.shutdown":
+            await served.wait()
+        return message
+
+    async def send(message: dict[str, Any]) -> None:
+        answers.append(message["type"])
+
+    async def serve_then_stop() -> None:
+        async with client(app) as http:
+            assert (await http.get("/orders")).status_code == 200
+        counted.append(clients())
+        served.set()
+
+    try:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(
+                app, {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send
+            )
+            tasks.start_soon(serve_then_stop)
+        assert answers == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+        assert counted[0] >= 1  # the request opened a connection
+        assert clients() == 0  # ... and shutdown closed it
+    finally:
+        admin.close()

@@ -7,9 +7,10 @@ that replays what was read, and canned responses whose bytes are built once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Awaitable, Callable, Iterable
 
-from apiguard._types import Message, RawHeaders, Receive, Scope, Send
+from apiguard._types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 
 __all__ = [
     "BodyTooLarge",
@@ -19,8 +20,11 @@ __all__ = [
     "ResponseObserver",
     "get_header",
     "get_headers",
+    "lifespan_with_cleanup",
     "read_body",
 ]
+
+logger = logging.getLogger("apiguard")
 
 
 def get_header(scope: Scope, name: bytes) -> bytes | None:
@@ -174,3 +178,29 @@ class CannedResponse:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.send(send)
+
+
+async def lifespan_with_cleanup(
+    app: ASGIApp,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    cleanup: Callable[[], Awaitable[None]],
+) -> None:
+    """Pass a lifespan scope to `app`, running `cleanup` once the app has shut down.
+
+    For layers that hold connections (a Redis store): the cleanup runs when
+    the app reports `lifespan.shutdown.complete` (or `.failed`), before the
+    server hears it, so connections close while the event loop still runs.
+    A failing cleanup is logged and does not change the app's answer.
+    """
+
+    async def send_after_cleanup(message: Message) -> None:
+        if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            try:
+                await cleanup()
+            except Exception:
+                logger.exception("apiguard: closing a layer's connections at shutdown failed")
+        await send(message)
+
+    await app(scope, receive, send_after_cleanup)

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Literal
 
-from apiguard._asgi import ResponseObserver
+from apiguard._asgi import ResponseObserver, lifespan_with_cleanup
 from apiguard._clock import clock
 from apiguard._types import ASGIApp, KeyFunc, Receive, Scope, Send
 from apiguard.compose import checked_at_startup
@@ -205,6 +205,7 @@ class RateLimitMiddleware:
         self.store = open_store(storage, timeout=store_timeout)
         self._memory: Callable[..., Verdict] | None = None
         self._acquire: Callable[..., Any] | None = None
+        self._remote = not isinstance(self.store, MemoryStorage)
         if isinstance(self.store, MemoryStorage):
             self._memory = getattr(self.store, strategy.replace("-", "_"))
         else:
@@ -292,9 +293,10 @@ class RateLimitMiddleware:
         return general
 
     async def aclose(self) -> None:
-        """Close the store's connections, for an app's shutdown (the memory store has none).
+        """Close the store's connections (the memory store has none).
 
-        The next request reconnects, so calling this early does no harm.
+        Runs by itself when the app's lifespan shuts down. The next request
+        reconnects, so calling this early does no harm.
         """
         if not isinstance(self.store, MemoryStorage):
             await self.store.aclose()
@@ -304,6 +306,10 @@ class RateLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Count an HTTP request and admit or refuse it; pass other scopes through."""
         if scope["type"] != "http":
+            if scope["type"] == "lifespan" and self._remote:
+                # Close the store's connections when the app shuts down.
+                await lifespan_with_cleanup(self.app, scope, receive, send, self.aclose)
+                return
             await self.app(scope, receive, send)
             return
         route = self.routes.lookup(scope)
