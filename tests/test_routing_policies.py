@@ -105,6 +105,19 @@ def test_known_templates_bind_through_a_middleware_chain() -> None:
     policies.bind(Wrapper(Wrapper(starlette_app().router)))  # type: ignore[arg-type]
 
 
+def test_a_template_with_a_route_per_method_binds_every_method() -> None:
+    """@app.get("/orders") and @app.post("/orders") are two routes of one template."""
+    app = Starlette(
+        routes=[
+            Route("/orders", endpoint, methods=["GET"]),
+            Route("/orders", endpoint, methods=["POST"]),
+        ]
+    )
+    RoutePolicies("routes", {"POST /orders": 1, "GET /orders": 2}, 0).bind(app.router)
+    with pytest.raises(ConfigError, match=r"does not accept PUT \(only GET, HEAD, POST\)"):
+        RoutePolicies("routes", {"PUT /orders": 1}, 0).bind(app.router)
+
+
 def test_lookup_by_method_then_head_as_get_then_any_method() -> None:
     """HEAD gets the GET policy; a method-less key covers every method."""
     app = starlette_app()

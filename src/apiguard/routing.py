@@ -451,6 +451,11 @@ class Resolver:
         self._refresh()
         return {match.key: match for match in _walk(self._level)}
 
+    def matches(self) -> list[RouteMatch]:
+        """Every route the app has, in dispatch order, several per key where several are."""
+        self._refresh()
+        return list(_walk(self._level))
+
     def _refresh(self) -> None:
         routes = self._router.routes
         if routes is not self._routes or len(routes) != self._count:
@@ -717,17 +722,25 @@ class RoutePolicies(Generic[P]):
         router = find_router(app)
         if router is None or not self._policies:
             return
-        known = resolver_for(router).known()
+        # One template often has several routes (FastAPI's @app.get and
+        # @app.post on "/orders"): a key's methods are those of all of them.
+        accepted: dict[str, set[str] | None] = {}
+        for found in resolver_for(router).matches():
+            methods = accepted.get(found.key, set())
+            if methods is None or found.methods is None:
+                accepted[found.key] = None
+            else:
+                accepted[found.key] = methods | found.methods
         for (method, key), raw_key in self._raw.items():
-            match = known.get(key)
-            if match is None:
-                hint = difflib.get_close_matches(key, list(known), n=1)
+            if key not in accepted:
+                hint = difflib.get_close_matches(key, list(accepted), n=1)
                 suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
                 msg = f"{self.option}: route {raw_key!r} is not a route of the app{suggestion}"
                 raise ConfigError(msg)
-            if method is not None and match.methods is not None and method not in match.methods:
-                allowed = ", ".join(sorted(match.methods))
-                msg = f"{self.option}: route {raw_key!r} does not accept {method} (only {allowed})"
+            allowed = accepted[key]
+            if method is not None and allowed is not None and method not in allowed:
+                listed = ", ".join(sorted(allowed))
+                msg = f"{self.option}: route {raw_key!r} does not accept {method} (only {listed})"
                 raise ConfigError(msg)
 
     def match(self, scope: Scope) -> RouteMatch | None:
