@@ -12,6 +12,7 @@ from apiguard.errors import ConfigError, StorageError
 from apiguard.principal import Principal
 from apiguard.problems import Problem, set_problem_formatter
 from apiguard.routing import RouteMatch, resolve
+from apiguard.validation import Rules, ValidationMiddleware
 
 __all__ = [
     "ConfigError",
@@ -20,7 +21,9 @@ __all__ = [
     "Problem",
     "RequestContext",
     "RouteMatch",
+    "Rules",
     "StorageError",
+    "ValidationMiddleware",
     "get_context",
     "guard",
     "resolve",
