@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from apiguard.validation import _json
 from apiguard.validation._json import JSONRejected, json_depth_exceeds, parse_json
 from tests.validation_apps import ORDER, Calls, drive, json_headers, starlette_app
 
@@ -23,10 +24,11 @@ async def post(body: bytes, path: str = "/documents", **options: Any) -> tuple[A
     return answer, calls
 
 
-def nested(depth: int, kind: str = "[") -> bytes:
+def nested(depth: int, kind: str = "[", inner: bytes = b"1") -> bytes:
+    """A value (`inner`) inside `depth` arrays or objects."""
     if kind == "[":
-        return b"[" * depth + b"]" * depth
-    return b'{"a":' * (depth - 1) + b"{}" + b"}" * (depth - 1)
+        return b"[" * depth + inner + b"]" * depth
+    return b'{"a":' * depth + inner + b"}" * depth
 
 
 async def test_a_million_open_brackets_is_400_fast() -> None:
@@ -41,11 +43,19 @@ async def test_a_million_open_brackets_is_400_fast() -> None:
 
 
 @pytest.mark.parametrize("kind", ["[", "{"])
-async def test_depth_32_is_accepted_and_33_refused(kind: str) -> None:
-    assert (await post(nested(32, kind)))[0].status == 200
-    answer, calls = await post(nested(33, kind))
+@pytest.mark.parametrize("inner", [b"1", b'"s"', b"[]", b"{}", b"null"])
+async def test_depth_32_is_accepted_and_33_refused(kind: str, inner: bytes) -> None:
+    """Documented: no value may sit inside more than 32 arrays and objects."""
+    assert (await post(nested(32, kind, inner)))[0].status == 200
+    answer, calls = await post(nested(33, kind, inner))
     assert answer.status == 400
     assert calls.seen == []
+
+
+async def test_empty_containers_are_values_for_depth() -> None:
+    """`[]` inside 32 arrays is a value at depth 32, like `1`: accepted."""
+    assert (await post(b"[" * 33 + b"]" * 33))[0].status == 200
+    assert (await post(b"[" * 34 + b"]" * 34))[0].status == 400
 
 
 async def test_depth_limit_is_per_route_and_per_layer() -> None:
@@ -67,6 +77,26 @@ async def test_depth_counted_where_it_is_deepest() -> None:
     assert (await post(body))[0].status == 200
     body = json.dumps([*wide, json.loads(nested(32))]).encode()
     assert (await post(body))[0].status == 400
+
+
+#: More brackets than the bound (so the wrapped parse is used) and, once
+#: wrapped in arrays, valid JSON: each must still be refused.
+ESCAPES = [
+    b"[" + b"[]," * 40 + b"1],[2]",  # a second element beside the wrapped value
+    b"[" + b"[]," * 40 + b"1] , 7",
+    b"[" + b"[]," * 40 + b'1],"x"',
+    b"[" + b"[]," * 40 + b"1]],[[2]",  # reaching two wrappers out
+    b"],[" + b"[]," * 40 + b"1",  # opening before the value
+    b"]" + b"[]" * 40 + b"[",
+]
+
+
+@pytest.mark.parametrize("body", ESCAPES)
+async def test_bodies_that_escape_the_parsers_wrapping_are_400(body: bytes) -> None:
+    """Bodies are wrapped in arrays to bound their depth: none may escape them."""
+    answer, calls = await post(body)
+    assert answer.status == 400
+    assert calls.seen == []
 
 
 @pytest.mark.parametrize(
@@ -189,31 +219,48 @@ json_values = st.recursive(
 
 
 def reference_depth(value: Any) -> int:
-    if isinstance(value, list):
-        return 1 + max((reference_depth(v) for v in value), default=0)
-    if isinstance(value, dict):
-        return 1 + max((reference_depth(v) for v in value.values()), default=0)
+    """How many containers the most deeply nested value sits inside."""
+    if isinstance(value, list) and value:
+        return 1 + max(reference_depth(v) for v in value)
+    if isinstance(value, dict) and value:
+        return 1 + max(reference_depth(v) for v in value.values())
     return 0
 
 
 @settings(max_examples=400, deadline=None)
-@given(json_values, st.integers(min_value=1, max_value=8))
-def test_depth_check_is_exact(value: Any, limit: int) -> None:
-    """Refused exactly when the nesting exceeds the limit, brackets in strings aside."""
+@given(json_values, st.integers(min_value=1, max_value=8), st.booleans())
+def test_depth_check_is_exact(value: Any, limit: int, wrapped: bool) -> None:
+    """Refused exactly when a value nests past the limit, brackets in strings aside.
+
+    Both ways of checking: the parser's own limit moved to the bound by
+    wrapping, and the walk over the parsed value that replaces it should the
+    parser count differently.
+    """
     depth = reference_depth(value)
     assert json_depth_exceeds(value, limit) == (depth > limit)
     body = json.dumps(value).encode()
-    if depth > limit:
-        with pytest.raises(JSONRejected, match="json-too-deep"):
-            parse_json(body, limit)
-    else:
-        assert parse_json(body, limit) == value
+    saved = _json.PARSER_LIMIT
+    _json.PARSER_LIMIT = saved if wrapped else None  # type: ignore[misc]
+    try:
+        if depth > limit:
+            with pytest.raises(JSONRejected, match="json-too-deep"):
+                parse_json(body, limit)
+        else:
+            assert parse_json(body, limit) == value
+    finally:
+        _json.PARSER_LIMIT = saved  # type: ignore[misc]
 
 
-def test_depth_check_walks_no_more_than_the_bound() -> None:
-    """Past the bound the walk stops: 100 levels against a bound of 3."""
+def test_the_parser_limit_is_measured_and_consistent() -> None:
+    """pydantic-core's limit is what the wrapping relies on (else: the walk)."""
+    assert _json.PARSER_LIMIT == 200
+
+
+def test_depth_walk_stops_at_the_bound() -> None:
+    """100 nested arrays against bounds of 3, 99 and 100."""
     deep: list[Any] = []
     for _ in range(100):
         deep = [deep]
     assert json_depth_exceeds(deep, 3)
-    assert not json_depth_exceeds(deep, 101)
+    assert json_depth_exceeds(deep, 99)
+    assert not json_depth_exceeds(deep, 100)

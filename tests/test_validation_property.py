@@ -54,10 +54,11 @@ ROUTES = {
 
 
 def depth(value: Any) -> int:
-    if isinstance(value, list):
-        return 1 + max(map(depth, value), default=0)
-    if isinstance(value, dict):
-        return 1 + max(map(depth, value.values()), default=0)
+    """How many arrays and objects the most deeply nested value sits inside."""
+    if isinstance(value, list) and value:
+        return 1 + max(map(depth, value))
+    if isinstance(value, dict) and value:
+        return 1 + max(map(depth, value.values()))
     return 0
 
 
@@ -175,8 +176,13 @@ json_like = st.recursive(
 @st.composite
 def bodies(draw: st.DrawFn) -> bytes:
     kind = draw(
-        st.sampled_from(["json", "json", "item", "deep", "mangled", "bytes", "brackets", "empty"])
+        st.sampled_from(
+            ["json", "json", "item", "deep", "escape", "mangled", "bytes", "brackets", "empty"]
+        )
     )
+    if kind == "escape":  # valid JSON only once wrapped in arrays: must be refused
+        head = b"[" + b"[]," * draw(st.integers(0, 8)) + b"1]"
+        return head + draw(st.sampled_from([b",[2]", b" , 7", b"],[[2]", b"]", b""]))
     if kind == "item":
         item = {"name": draw(st.text(max_size=5)), "n": draw(st.integers(-5, 5))}
         return json.dumps(item, ensure_ascii=draw(st.booleans())).encode()

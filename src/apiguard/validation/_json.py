@@ -1,13 +1,22 @@
-"""Strict JSON parsing with a nesting bound that costs no more than the parse.
+"""Strict JSON parsing with an exact nesting bound that costs nothing beyond the parse.
 
 The body is parsed once, by pydantic-core's Rust parser (jiter), which refuses
 `NaN`/`Infinity`, invalid UTF-8, lone surrogate escapes, a byte order mark and
-trailing data, and stops by itself past ~200 levels of nesting (so a million
-`[` fails fast, never with a `RecursionError`). The exact depth bound is then
-checked on the parsed value, level by level, with C-level iteration: its cost
-grows with the number of values, as the parse's does, and is below the parse's
-(measured in `benchmarks/validation.py`). Bodies with no more opening brackets
-than the bound cannot nest deeper than it, so most bodies skip the walk.
+trailing data, and refuses by itself any value nested inside more than its
+recursion limit (200) of arrays and objects, as soon as it meets one: so a
+million `[` fails in microseconds, never with a `RecursionError`.
+
+The layer's bound (`max_json_depth`, at most 128) is enforced by the same
+parse: the body is wrapped in `200 - bound` one-element arrays, so that the
+parser's own limit falls exactly at the bound, and the wrappers are checked
+and stripped afterwards (a body that is not one JSON value cannot leave them
+as nested one-element arrays). No second pass over the body or the value, no
+per-character Python scan. Bodies with no more opening brackets than the bound
+cannot nest deeper, and are parsed as they are.
+
+The parser's limit is measured when this module is imported; should a future
+pydantic-core count differently, the bound is instead checked on the parsed
+value, level by level ([`json_depth_exceeds`][apiguard.validation._json.json_depth_exceeds]).
 """
 
 from __future__ import annotations
@@ -17,14 +26,62 @@ from typing import Any, Final
 
 from pydantic_core import from_json
 
-__all__ = ["MAX_SUPPORTED_DEPTH", "JSONRejected", "json_depth_exceeds", "parse_json"]
+__all__ = [
+    "MAX_SUPPORTED_DEPTH",
+    "PARSER_LIMIT",
+    "JSONRejected",
+    "json_depth_exceeds",
+    "parse_json",
+]
 
-#: The parser refuses by itself past ~200 levels; a configured bound must stay
-#: well below, so that every body within the bound parses.
+#: The largest `max_json_depth` accepted: well inside the parser's own limit.
 MAX_SUPPORTED_DEPTH: Final = 128
 
 _BOM: Final = b"\xef\xbb\xbf"
 _values = dict.values
+
+
+def _parses(text: bytes) -> bool:
+    try:
+        from_json(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _measure_parser_limit() -> int | None:
+    """How many arrays and objects the parser lets a value sit inside, if it is consistent.
+
+    `None` when the parser does not behave as the wrapping relies on: the
+    same limit for arrays and objects, an empty container counting as a
+    value, and a limit above `MAX_SUPPORTED_DEPTH`.
+    """
+    low, high = 1, 4096
+    if _parses(b"[" * high + b"0" + b"]" * high):
+        return None  # no limit found: wrapping would enforce nothing
+    while low < high:  # the largest n with a value inside n arrays
+        middle = (low + high + 1) // 2
+        if _parses(b"[" * middle + b"0" + b"]" * middle):
+            low = middle
+        else:
+            high = middle - 1
+    n = low
+    consistent = (
+        n > MAX_SUPPORTED_DEPTH
+        and _parses(b'{"":' * n + b"0" + b"}" * n)
+        and not _parses(b'{"":' * (n + 1) + b"0" + b"}" * (n + 1))
+        and _parses(b"[" * (n + 1) + b"]" * (n + 1))
+        and not _parses(b"[" * (n + 2) + b"]" * (n + 2))
+        and _parses(b'{"":' * n + b"{}" + b"}" * n)
+        and not _parses(b'{"":' * (n + 1) + b"{}" + b"}" * (n + 1))
+    )
+    return n if consistent else None
+
+
+#: The parser's recursion limit as measured; `None`: check depth by walking.
+PARSER_LIMIT: Final = _measure_parser_limit()
+
+_wrappers: dict[int, tuple[bytes, bytes, int]] = {}
 
 
 class JSONRejected(Exception):
@@ -36,25 +93,24 @@ class JSONRejected(Exception):
 
 
 def json_depth_exceeds(value: Any, limit: int) -> bool:
-    """Whether `value` nests arrays and objects more than `limit` levels deep.
+    """Whether some value in `value` sits inside more than `limit` arrays and objects.
 
-    A scalar is depth 0, `[]` and `{}` depth 1, `[[1]]` depth 2. Iterative,
-    level by level: a level's children are gathered by C-level iteration
-    (`chain.from_iterable`), and only containers go on to the next level.
+    `1` and `[]` are at depth 0, `[1]` and `[[]]` at depth 1, `[[1]]` at 2:
+    an empty container is a value like a scalar. Iterative, level by level,
+    gathering each level's children with C-level iteration.
     """
     level = [value] if type(value) is list or type(value) is dict else []
-    depth = 0
-    while level:
-        depth += 1
-        if depth > limit:
-            return True
+    for _ in range(limit):
+        if not level:
+            return False
         children = chain.from_iterable([_values(c) if type(c) is dict else c for c in level])
         level = [v for v in children if type(v) is list or type(v) is dict]
-    return False
+    # `level` holds the containers inside `limit` others: one with content is too deep.
+    return any(level)
 
 
 def parse_json(body: bytes, max_depth: int) -> Any:
-    """Parse `body` as strict JSON (RFC 8259) nested at most `max_depth` levels.
+    """Parse `body` as strict JSON (RFC 8259) with no value inside more than `max_depth` containers.
 
     Duplicate object keys: the last one wins, as in `json.loads` (Starlette's
     `request.json()`) and pydantic, so the layer and the app read one value.
@@ -63,13 +119,35 @@ def parse_json(body: bytes, max_depth: int) -> Any:
         JSONRejected: `reason` is `"json-too-deep"`, `"invalid-utf-8"`,
             `"json-bom"` or `"invalid-json"`.
     """
+    # Fewer opening brackets than the bound: the body cannot nest deeper.
+    if body.count(b"[") + body.count(b"{") <= max_depth:
+        try:
+            return from_json(body, allow_inf_nan=False)
+        except ValueError as exc:
+            raise JSONRejected(_reason(body, str(exc))) from exc
+    if PARSER_LIMIT is None:  # a parser that counts differently: walk the value
+        try:
+            value = from_json(body, allow_inf_nan=False)
+        except ValueError as exc:
+            raise JSONRejected(_reason(body, str(exc))) from exc
+        if json_depth_exceeds(value, max_depth):
+            raise JSONRejected("json-too-deep")
+        return value
+    wrapper = _wrappers.get(max_depth)
+    if wrapper is None:
+        count = PARSER_LIMIT - max_depth
+        wrapper = _wrappers[max_depth] = (b"[" * count, b"]" * count, count)
+    opening, closing, count = wrapper
     try:
-        value = from_json(body, allow_inf_nan=False)
+        value = from_json(b"".join((opening, body, closing)), allow_inf_nan=False)
     except ValueError as exc:
         raise JSONRejected(_reason(body, str(exc))) from exc
-    # Only a body with more opening brackets than the bound can be too deep.
-    if body.count(b"[") + body.count(b"{") > max_depth and json_depth_exceeds(value, max_depth):
-        raise JSONRejected("json-too-deep")
+    # The wrappers must come back as `count` nested one-element arrays: then
+    # the body was exactly one JSON value (`1],[2` would leave two elements).
+    for _ in range(count):
+        if type(value) is not list or len(value) != 1:
+            raise JSONRejected("invalid-json")
+        value = value[0]
     return value
 
 
