@@ -264,3 +264,41 @@ def test_depth_walk_stops_at_the_bound() -> None:
     assert json_depth_exceeds(deep, 3)
     assert json_depth_exceeds(deep, 99)
     assert not json_depth_exceeds(deep, 100)
+
+
+@pytest.mark.parametrize("valid", [True, False])
+def test_collector_is_paused_for_large_bodies_and_restored(valid: bool) -> None:
+    """Over 64 KiB the parse runs with the cyclic GC off, and it is back on after."""
+    import gc
+
+    seen = []
+    body = b"[" + b"[1]," * 20_000 + (b"[2]]" if valid else b"[2]")
+
+    def spy(phase: str, info: dict[str, Any]) -> None:
+        seen.append(phase)
+
+    assert gc.isenabled()
+    gc.callbacks.append(spy)
+    try:
+        gc.collect()
+        seen.clear()
+        if valid:
+            assert len(parse_json(body, 32)) == 20_001
+        else:
+            with pytest.raises(JSONRejected):
+                parse_json(body, 32)
+        assert seen == []  # 20,000 new lists, and no collection
+    finally:
+        gc.callbacks.remove(spy)
+    assert gc.isenabled()
+
+
+def test_an_app_that_disabled_the_collector_keeps_it_disabled() -> None:
+    import gc
+
+    gc.disable()
+    try:
+        parse_json(b"[" + b"[1]," * 20_000 + b"[2]]", 32)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

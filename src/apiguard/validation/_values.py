@@ -49,11 +49,13 @@ def validated(
         raise LookupError(msg) from None
 
 
-def validated_body(request: Request) -> Any:
+async def validated_body(request: Request) -> Any:
     """FastAPI dependency: the validated body.
 
     `order: Annotated[OrderIn, Depends(validated_body)]` receives the model
     the layer validated, without FastAPI reading or parsing the body again.
+    A coroutine, so that FastAPI calls it on the event loop (a plain function
+    would cost a trip to the thread pool: ~150 µs).
 
     Raises:
         LookupError: the layer validated no body for this request.
@@ -61,7 +63,7 @@ def validated_body(request: Request) -> Any:
     return validated(request, "body")
 
 
-def validated_query(request: Request) -> Any:
+async def validated_query(request: Request) -> Any:
     """FastAPI dependency: the validated query model.
 
     Raises:
@@ -70,7 +72,7 @@ def validated_query(request: Request) -> Any:
     return validated(request, "query")
 
 
-def validated_headers(request: Request) -> Any:
+async def validated_headers(request: Request) -> Any:
     """FastAPI dependency: the validated headers model.
 
     Raises:
