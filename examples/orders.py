@@ -14,8 +14,9 @@ from typing import Annotated, Literal
 
 from fastapi import FastAPI, HTTPException, Query, status
 from pydantic import BaseModel, Field
+from starlette.middleware import Middleware
 
-from apiguard import guard
+from apiguard import Rules, ValidationMiddleware, guard
 
 
 class LineIn(BaseModel):
@@ -93,4 +94,10 @@ def create_app() -> FastAPI:
 
 
 # The demo: the orders API behind apiguard's layers, on the in-memory defaults.
-app = guard(create_app())
+app = guard(
+    create_app(),
+    # Bodies of 64 KiB at most; orders checked against OrderIn before FastAPI runs.
+    Middleware(
+        ValidationMiddleware, max_body_bytes=65_536, routes={"POST /orders": Rules(body=OrderIn)}
+    ),
+)

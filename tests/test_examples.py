@@ -35,6 +35,24 @@ async def test_orders_api_round_trip() -> None:
         assert (await client.post("/orders", json={"lines": []})).status_code == 422
 
 
+async def test_demo_validates_orders_before_fastapi() -> None:
+    """The demo's validation layer answers bad orders in problem details."""
+    from examples.orders import app
+
+    transport = httpx.ASGITransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        created = await client.post("/orders", json=ORDER)
+        refused = await client.post("/orders", json={"lines": []})
+        too_big = await client.post("/orders", json={**ORDER, "note": "x" * 70_000})
+        not_json = await client.post("/orders", content=b"lines=1")
+    assert created.status_code == 201
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert {e["loc"][1] for e in refused.json()["errors"]} == {"customer_email", "lines"}
+    assert too_big.status_code == 413
+    assert not_json.status_code == 415
+
+
 @pytest.mark.slow
 def test_demo_command_serves_the_orders_api() -> None:
     """What `make demo` runs: uvicorn examples.orders:app, lifespan on."""
@@ -46,6 +64,9 @@ def test_demo_command_serves_the_orders_api() -> None:
             created = client.post("/orders", json=ORDER)
             assert created.status_code == 201
             assert client.get(f"/orders/{created.json()['id']}").status_code == 200
+            refused = client.post("/orders", json={"lines": []})
+            assert refused.status_code == 422
+            assert refused.headers["content-type"] == "application/problem+json"
     finally:
         output = server.stop()
     assert "Application startup complete" in output
