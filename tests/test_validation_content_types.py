@@ -95,6 +95,16 @@ async def test_structured_suffix_wildcard(content_type: bytes, status: int) -> N
     assert (await post(content_type, method="PATCH"))[0] == status
 
 
+async def test_415_to_a_patch_lists_the_patch_formats() -> None:
+    """RFC 5789 §2.2: Accept-Patch on a 415 to a PATCH."""
+    headers = [(b"content-length", b"2"), (b"content-type", b"application/json")]
+    answer = await drive(starlette_app(), "PATCH", "/documents", headers=headers, chunks=[b"{}"])
+    assert answer.status == 415
+    assert answer.headers["accept-patch"] == "application/*+json"
+    post = await drive(starlette_app(), "POST", "/documents", headers=headers[:1], chunks=[b"{}"])
+    assert "accept-patch" not in post.headers
+
+
 async def test_structured_suffix_body_is_checked_as_json() -> None:
     assert (await post(b"application/merge-patch+json", b"[", method="PATCH"))[0] == 400
 

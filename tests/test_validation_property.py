@@ -341,6 +341,7 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
 STATUSES = {200, 400, 404, 405, 413, 414, 415, 422}
 
 
+@pytest.mark.slow
 @settings(
     max_examples=1500,
     deadline=None,

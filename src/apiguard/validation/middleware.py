@@ -134,6 +134,12 @@ class _Policy:
             "unsupported-media-type": _problem(
                 415, f"The request content type is not accepted here; send one of: {accepted}."
             ),
+            # RFC 5789 §2.2: a 415 to a PATCH should list the patch formats accepted.
+            "unsupported-media-type-patch": _problem(
+                415,
+                f"The request content type is not accepted here; send one of: {accepted}.",
+                [(b"accept-patch", ", ".join(content_types.entries).encode("latin-1"))],
+            ),
             "json-too-deep": _problem(
                 400, f"The JSON body nests deeper than {max_json_depth} levels."
             ),
@@ -166,7 +172,7 @@ class _Policy:
         }
         self.allow = Decision(LAYER, "allow", policy=key)
         self.decisions = {
-            reason: Decision(
+            reason.removesuffix("-patch"): Decision(
                 LAYER,
                 "reject",
                 reason=reason,
@@ -467,6 +473,8 @@ class ValidationMiddleware:
         self, scope: Scope, send: Send, context: RequestContext, policy: _Policy, reason: str
     ) -> None:
         context.record(policy.decisions[reason])
+        if reason == "unsupported-media-type" and scope["method"] == "PATCH":
+            reason = "unsupported-media-type-patch"
         await policy.responses[reason].send(scope, send)
 
     async def _refuse_422(
