@@ -83,6 +83,19 @@ DENSE_32 = one_mib(DENSE, 32)
 DENSE_33 = one_mib(DENSE, 33)
 
 
+#: Records of a few fields, one nested list and object each: bodies with more
+#: brackets than the bound, below and above the walk/wrap threshold.
+MID_SIZES = {
+    f"{len(body):,} B ({body.count(b'[') + body.count(b'{')} brackets)": body
+    for body in (
+        json.dumps(
+            {"items": [{"id": 1, "name": "widget", "tags": ["a"], "dims": {"w": 1}}] * n}
+        ).encode()
+        for n in (20, 500)
+    )
+}
+
+
 def python_depth_scan(body: bytes) -> int:
     """The per-character scan the layer avoids: strings skipped, brackets counted."""
     depth = deepest = 0
@@ -202,7 +215,10 @@ def cases() -> list[Case]:
             "starlette POST 1 MiB records",
         ),
         scaled_func("from_json, 1 MiB records", lambda i: from_json(RECORDS_32)),
-        scaled_func("from_json, GC paused, 1 MiB records", lambda i: parse_unbounded(RECORDS_32)),
+        scaled_func(
+            "from_json, GC paused, 1 MiB records",
+            lambda i: parse_unbounded(RECORDS_32, pause_gc=True),
+        ),
         scaled_func(
             "parse_json (bounded, GC paused), 1 MiB records",
             lambda i: parse_json(RECORDS_32, 32),
@@ -254,7 +270,30 @@ def cases() -> list[Case]:
             lambda i: validator.validate_python(from_json(ORDER_BYTES, allow_inf_nan=False)),
             baseline="pydantic model_validate_json, 300 B",
         ),
+        FuncCase("from_json, 300 B", lambda i: from_json(ORDER_BYTES, allow_inf_nan=False)),
+        FuncCase(
+            "parse_json (bounded), 300 B",
+            lambda i: parse_json(ORDER_BYTES, 32),
+            baseline="from_json, 300 B",
+        ),
+        FuncCase(
+            "parse_json (bounded), 300 B, bound 4",
+            lambda i: parse_json(ORDER_BYTES, 4),
+            baseline="from_json, 300 B",
+        ),
         FuncCase("python depth scan, 300 B", lambda i: python_depth_scan(ORDER_BYTES)),
+        *[
+            case
+            for size, body in MID_SIZES.items()
+            for case in (
+                FuncCase(f"from_json, {size}", lambda i, b=body: from_json(b, allow_inf_nan=False)),
+                FuncCase(
+                    f"parse_json (bounded), {size}",
+                    lambda i, b=body: parse_json(b, 32),
+                    baseline=f"from_json, {size}",
+                ),
+            )
+        ],
         ASGICase("fastapi POST 300 B", fastapi_app(), post, expect=201),
         ASGICase(
             "+ validation, body model (FastAPI validates again)",

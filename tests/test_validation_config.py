@@ -137,3 +137,44 @@ async def test_both_methods_of_one_template_bind() -> None:
 
 class Q(BaseModel):
     page: int = 1
+
+
+async def test_plain_asgi_app_gets_rules_by_its_own_templates() -> None:
+    """Without a Starlette router, the route keys' templates are matched against the path."""
+    from tests.validation_apps import drive
+
+    calls = []
+
+    async def plain(scope: Any, receive: Any, send: Any) -> None:
+        calls.append(scope["path"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    app = guard(
+        plain, Middleware(ValidationMiddleware, routes={"POST /orders": Rules(body=OrderIn)})
+    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"2")]
+    refused = await drive(app, "POST", "/orders", headers=headers, chunks=[b"{}"])
+    passed = await drive(app, "POST", "/other", headers=headers, chunks=[b"{}"])
+    assert refused.status == 422
+    assert passed.status == 204
+    assert calls == ["/other"]
+
+
+@pytest.mark.parametrize("kind", ["websocket", "lifespan"])
+async def test_other_scopes_pass_through_untouched(kind: str) -> None:
+    seen = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        seen.append((scope, receive, send))
+
+    async def receive() -> dict[str, Any]:  # pragma: no cover - never called
+        raise AssertionError
+
+    async def send(message: Any) -> None:  # pragma: no cover - never called
+        raise AssertionError
+
+    scope = {"type": kind, "path": "/orders", "headers": [], "query_string": b"x" * 10_000}
+    await ValidationMiddleware(inner)(scope, receive, send)
+    assert seen == [(scope, receive, send)]
+    assert "state" not in scope

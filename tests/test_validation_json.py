@@ -92,8 +92,11 @@ ESCAPES = [
 
 
 @pytest.mark.parametrize("body", ESCAPES)
-async def test_bodies_that_escape_the_parsers_wrapping_are_400(body: bytes) -> None:
+async def test_bodies_that_escape_the_parsers_wrapping_are_400(
+    body: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Bodies are wrapped in arrays to bound their depth: none may escape them."""
+    monkeypatch.setattr(_json, "WALK_BELOW", 0)  # wrap every body past the bound
     answer, calls = await post(body)
     assert answer.status == 400
     assert calls.seen == []
@@ -227,20 +230,26 @@ def reference_depth(value: Any) -> int:
     return 0
 
 
-@settings(max_examples=400, deadline=None)
-@given(json_values, st.integers(min_value=1, max_value=8), st.booleans())
-def test_depth_check_is_exact(value: Any, limit: int, wrapped: bool) -> None:
+@settings(max_examples=600, deadline=None)
+@given(
+    json_values,
+    st.integers(min_value=1, max_value=8),
+    st.sampled_from(["wrap", "walk", "no parser limit"]),
+)
+def test_depth_check_is_exact(value: Any, limit: int, mode: str) -> None:
     """Refused exactly when a value nests past the limit, brackets in strings aside.
 
-    Both ways of checking: the parser's own limit moved to the bound by
-    wrapping, and the walk over the parsed value that replaces it should the
-    parser count differently.
+    Every way of checking: the parser's own limit moved to the bound by
+    wrapping (large bodies), the walk over the parsed value (bodies with few
+    brackets), and the walk that replaces the wrapping should the parser
+    count differently.
     """
     depth = reference_depth(value)
     assert json_depth_exceeds(value, limit) == (depth > limit)
     body = json.dumps(value).encode()
-    saved = _json.PARSER_LIMIT
-    _json.PARSER_LIMIT = saved if wrapped else None  # type: ignore[misc]
+    saved = _json.PARSER_LIMIT, _json.WALK_BELOW
+    _json.WALK_BELOW = 10**9 if mode == "walk" else 0  # type: ignore[misc]
+    _json.PARSER_LIMIT = None if mode == "no parser limit" else saved[0]  # type: ignore[misc]
     try:
         if depth > limit:
             with pytest.raises(JSONRejected, match="json-too-deep"):
@@ -248,7 +257,7 @@ def test_depth_check_is_exact(value: Any, limit: int, wrapped: bool) -> None:
         else:
             assert parse_json(body, limit) == value
     finally:
-        _json.PARSER_LIMIT = saved  # type: ignore[misc]
+        _json.PARSER_LIMIT, _json.WALK_BELOW = saved  # type: ignore[misc]
 
 
 def test_the_parser_limit_is_measured_and_consistent() -> None:
@@ -267,8 +276,8 @@ def test_depth_walk_stops_at_the_bound() -> None:
 
 
 @pytest.mark.parametrize("valid", [True, False])
-def test_collector_is_paused_for_large_bodies_and_restored(valid: bool) -> None:
-    """Over 64 KiB the parse runs with the cyclic GC off, and it is back on after."""
+def test_collector_is_paused_for_container_rich_bodies_and_restored(valid: bool) -> None:
+    """With many arrays and objects the parse runs with the cyclic GC off, then on again."""
     import gc
 
     seen = []
