@@ -21,6 +21,8 @@ from apiguard import (
     AuthMiddleware,
     Principal,
     RateLimitMiddleware,
+    Rules,
+    ValidationMiddleware,
     by_principal,
     guard,
 )
@@ -141,5 +143,9 @@ app = guard(
         key=by_principal(),
         plans={"free": "60/minute", "pro": "600/minute"},
         exempt=["GET /health"],
+    ),
+    # Bodies of 64 KiB at most; orders checked against OrderIn before FastAPI runs.
+    Middleware(
+        ValidationMiddleware, max_body_bytes=65_536, routes={"POST /orders": Rules(body=OrderIn)}
     ),
 )

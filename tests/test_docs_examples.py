@@ -257,3 +257,45 @@ async def test_auth_cors_outside_authentication() -> None:
 async def test_auth_testing_example() -> None:
     module: Any = importlib.import_module("examples.auth_testing")
     await module.test_a_token_works_until_it_expires()
+
+
+async def test_validation_example_validates_and_hands_over() -> None:
+    order = {"customer_email": "ada@example.com", "lines": [{"sku": "BOOK-1", "quantity": 2}]}
+    async with await _client("validation") as client:
+        created = await client.post("/orders", json=order, headers={"x-tenant": "acme"})
+        no_tenant = await client.post("/orders", json=order)
+        listed = await client.get("/orders?state=open&sku=A&sku=B")
+        unknown = await client.get("/orders?debug=1")
+        photo = await client.post(
+            "/orders/7/attachments",
+            content=b"\x89PNG" * 50_000,
+            headers={"content-type": "image/png"},
+        )
+        json_attachment = await client.post("/orders/7/attachments", json={"a": 1})
+        cancel_with_body = await client.post("/orders/7/cancel", json={"why": "no"})
+        cancelled = await client.post("/orders/7/cancel")
+        too_big = await client.post(
+            "/orders", json={**order, "note": "x" * 70_000}, headers={"x-tenant": "acme"}
+        )
+    assert created.status_code == 201
+    assert created.json() == {"tenant": "acme", "lines": 1}
+    assert no_tenant.status_code == 422
+    assert no_tenant.json()["errors"][0]["loc"] == ["header", "x-tenant"]
+    assert listed.json() == {"state": "open", "limit": 20, "sku": ["A", "B"]}
+    assert unknown.status_code == 422
+    assert photo.status_code == 201
+    assert json_attachment.status_code == 415
+    assert cancel_with_body.status_code == 413
+    assert cancelled.status_code == 200
+    assert too_big.status_code == 413
+
+
+async def test_validation_fastapi_example_uses_the_layers_model() -> None:
+    async with await _client("validation_fastapi") as client:
+        created = await client.post("/orders", json={"customer_email": "a@b.c", "quantity": 3})
+        refused = await client.post("/orders", json={"customer_email": "a@b.c", "quantity": 0})
+        replaced = await client.put("/orders/9", json={"customer_email": "a@b.c", "quantity": 4})
+    assert created.json() == {"quantity": 3}
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert replaced.json() == {"id": 9, "quantity": 4}

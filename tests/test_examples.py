@@ -55,6 +55,26 @@ async def test_demo_needs_an_api_key_with_the_route_scopes() -> None:
         assert (await client.post("/orders", json=ORDER, headers=WRITER)).status_code == 201
 
 
+async def test_demo_validates_orders_before_fastapi() -> None:
+    """The demo's validation layer answers bad orders in problem details."""
+    from examples.orders import app
+
+    transport = httpx.ASGITransport(app, client=("192.0.2.40", 5000))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://t", headers=WRITER
+    ) as client:
+        created = await client.post("/orders", json=ORDER)
+        refused = await client.post("/orders", json={"lines": []})
+        too_big = await client.post("/orders", json={**ORDER, "note": "x" * 70_000})
+        not_json = await client.post("/orders", content=b"lines=1")
+    assert created.status_code == 201
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert {e["loc"][1] for e in refused.json()["errors"]} == {"customer_email", "lines"}
+    assert too_big.status_code == 413
+    assert not_json.status_code == 415
+
+
 @pytest.mark.slow
 def test_demo_command_serves_the_orders_api() -> None:
     """What `make demo` runs: uvicorn examples.orders:app, lifespan on."""
@@ -77,6 +97,9 @@ def test_demo_command_serves_the_orders_api() -> None:
             assert states[1].startswith('"ip-1";r=18;t=')
             order_id = created.json()["id"]
             assert client.get(f"/orders/{order_id}", headers=READER).status_code == 200
+            refused = client.post("/orders", json={"lines": []}, headers=WRITER)
+            assert refused.status_code == 422
+            assert refused.headers["content-type"] == "application/problem+json"
     finally:
         output = server.stop()
     assert "Application startup complete" in output

@@ -20,6 +20,7 @@ from apiguard.ratelimit import (
     by_principal,
 )
 from apiguard.routing import RouteMatch, resolve
+from apiguard.validation import Rules, ValidationMiddleware
 
 __all__ = [
     "APIKeyAuth",
@@ -32,7 +33,9 @@ __all__ = [
     "RateLimitMiddleware",
     "RequestContext",
     "RouteMatch",
+    "Rules",
     "StorageError",
+    "ValidationMiddleware",
     "by_api_key",
     "by_header",
     "by_ip",

@@ -465,6 +465,11 @@ class Resolver:
                 known[match.key] = RouteMatch(seen.template, seen.host, methods)
         return known
 
+    def matches(self) -> list[RouteMatch]:
+        """Every route the app has, in dispatch order, several per key where several are."""
+        self._refresh()
+        return list(_walk(self._level))
+
     def _refresh(self) -> None:
         routes = self._router.routes
         if routes is not self._routes or len(routes) != self._count:

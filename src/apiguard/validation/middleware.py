@@ -1,0 +1,344 @@
+"""`ValidationMiddleware`: bounded bodies, content types, strict JSON and models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+from pydantic import ValidationError
+
+from apiguard._asgi import BodyTooLarge, ClientDisconnected, ReplayReceive, read_body
+from apiguard._types import ASGIApp, Receive, Scope, Send
+from apiguard.compose import checked_at_startup
+from apiguard.context import RequestContext, get_context
+from apiguard.errors import ConfigError
+from apiguard.problems import Problem, ProblemResponse
+from apiguard.routing import RoutePolicies
+from apiguard.validation._json import JSONRejected, parse_json
+from apiguard.validation._media import ContentTypes
+from apiguard.validation._models import error_list, missing_body
+from apiguard.validation._policy import (
+    UNPROCESSABLE,
+    Policy,
+    content_length,
+    judge_content_type,
+    merge,
+    parse_methods,
+    query_limits,
+    title,
+)
+from apiguard.validation.rules import Rules, check_count, check_depth
+
+__all__ = ["DEFAULT_NO_BODY_METHODS", "ValidationMiddleware"]
+
+DEFAULT_NO_BODY_METHODS: Final = ("GET", "HEAD", "DELETE", "OPTIONS", "TRACE")
+
+_CONTENT_LENGTH: Final = b"content-length"
+_CONTENT_TYPE: Final = b"content-type"
+_TRANSFER_ENCODING: Final = b"transfer-encoding"
+_CONTENT_ENCODING: Final = b"content-encoding"
+_FRAMING: Final = frozenset({_CONTENT_LENGTH, _CONTENT_TYPE, _TRANSFER_ENCODING, _CONTENT_ENCODING})
+_HTTP1: Final = frozenset({"1.0", "1.1"})
+
+
+class ValidationMiddleware:
+    """Refuses requests whose size, framing, content type, JSON or models are wrong.
+
+    Runs before the app, so that the app never sees a refused request and
+    never parses an unbounded body. A `Content-Length` over the limit is
+    refused before a byte is read; a body without one (chunked) is read up to
+    the limit and refused as soon as it crosses it, so memory stays bounded by
+    the limit whatever the client sends. An accepted body is handed to the app
+    unchanged (FastAPI's own models keep working), and the validated values
+    are in the request context: `get_context(scope).values["body"]`,
+    `["query"]`, `["headers"]` (see `apiguard.validation.validated`).
+
+    Checks, cheapest first: query limits (414, 400); framing headers (400);
+    a body where none is allowed or a declared length over the limit (413);
+    content type and encoding (415); query and header models (422); the body
+    as it streams in (413, 400); JSON well-formedness, UTF-8 and depth (400);
+    the body model (422). Every refusal is problem details.
+
+    Args:
+        app: The ASGI app to protect.
+        max_body_bytes: The largest request body accepted, in bytes.
+        max_json_depth: The deepest nesting of arrays and objects accepted in
+            a JSON body (1 to 128).
+        content_types: The media types accepted for a non-empty body:
+            `type/subtype`, `type/*`, `type/*+suffix` or `*/*`.
+        no_body_methods: Methods whose requests must carry no body (413).
+        max_query_params: The most query parameters accepted (400).
+        max_query_bytes: The longest raw query string accepted, in bytes (414).
+        max_query_param_bytes: The longest single raw `name=value` query pair
+            accepted, in bytes (414); `None`: bounded by `max_query_bytes` only.
+        routes: Route keys (`"POST /orders"`) to [`Rules`][apiguard.Rules]
+            that override these defaults and add models.
+        echo_input: Put the submitted value (`input`) and the constraint
+            (`ctx`) in each 422 error. Off by default: values may be secrets.
+
+    Raises:
+        ConfigError: an option is of the wrong type or out of range, or a
+            route's rules contradict each other.
+
+    Examples:
+        >>> from pydantic import BaseModel
+        >>> from starlette.applications import Starlette
+        >>> from starlette.middleware import Middleware
+        >>> from apiguard import guard
+        >>> class OrderIn(BaseModel):
+        ...     sku: str
+        >>> app = guard(
+        ...     Starlette(),
+        ...     Middleware(ValidationMiddleware, max_body_bytes=65_536),
+        ... )
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int = 1_048_576,
+        max_json_depth: int = 32,
+        content_types: Iterable[str] = ("application/json",),
+        no_body_methods: Iterable[str] = DEFAULT_NO_BODY_METHODS,
+        max_query_params: int = 100,
+        max_query_bytes: int = 8192,
+        max_query_param_bytes: int | None = None,
+        routes: Mapping[str, Rules] | None = None,
+        echo_input: bool = False,
+    ) -> None:
+        name = "ValidationMiddleware"
+        check_count(f"{name}: max_body_bytes", max_body_bytes)
+        check_depth(f"{name}: max_json_depth", max_json_depth)
+        check_count(f"{name}: max_query_params", max_query_params)
+        check_count(f"{name}: max_query_bytes", max_query_bytes)
+        if max_query_param_bytes is not None:
+            check_count(f"{name}: max_query_param_bytes", max_query_param_bytes)
+        types = ContentTypes(f"{name}: content_types", content_types)
+        self.no_body_methods = parse_methods(f"{name}: no_body_methods", no_body_methods)
+        given: object = echo_input
+        if not isinstance(given, bool):
+            msg = f"{name}: echo_input {given!r} is not True or False"
+            raise ConfigError(msg)
+        self.echo_input = echo_input
+        default = Policy(
+            None,
+            max_body_bytes=max_body_bytes,
+            max_json_depth=max_json_depth,
+            content_types=types,
+            no_body=None,
+            max_query_params=max_query_params,
+            max_query_bytes=max_query_bytes,
+            max_query_param_bytes=max_query_param_bytes,
+        )
+        given_routes: object = routes
+        if given_routes is not None and not isinstance(given_routes, Mapping):
+            msg = f"routes: expected a mapping of route keys to Rules(...), got {given_routes!r}"
+            raise ConfigError(msg)
+        compiled: dict[str, Policy] = {}
+        for key, rules in (routes or {}).items():
+            candidate: object = rules  # typed Rules, but users pass anything
+            if not isinstance(candidate, Rules):
+                msg = f"routes: the value for {key!r} is {candidate!r}, not Rules(...)"
+                raise ConfigError(msg)
+            compiled[key] = merge(key, rules, default, self.no_body_methods)
+        self.routes: RoutePolicies[Policy] = RoutePolicies("routes", compiled, default)
+        self.app = checked_at_startup(app, lambda: self.routes.bind(app))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the request; refuse it, or pass it on with its body replayed."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        policy = self.routes.lookup(scope)
+        context = get_context(scope)
+
+        query_string: bytes = scope.get("query_string", b"")
+        if query_string:
+            reason = query_limits(query_string, policy)
+            if reason is not None:
+                await self._refuse(scope, send, context, policy, reason)
+                return
+
+        # One pass over the headers for what frames and types the body.
+        lengths: list[bytes] | None = None
+        content_type: bytes | None = None
+        types_seen = 0
+        chunked = False
+        encoded = False
+        for name, value in scope["headers"]:
+            if name in _FRAMING:
+                if name == _CONTENT_LENGTH:
+                    if lengths is None:
+                        lengths = [value]
+                    else:
+                        lengths.append(value)
+                elif name == _CONTENT_TYPE:
+                    content_type = value
+                    types_seen += 1
+                elif name == _TRANSFER_ENCODING:
+                    chunked = True
+                elif value.strip(b" \t").lower() != b"identity":
+                    encoded = True
+
+        declared: int | None = None
+        if lengths is not None:
+            declared = content_length(lengths)
+            if declared is None:
+                await self._refuse(scope, send, context, policy, "bad-content-length")
+                return
+            if chunked:
+                # RFC 9112 §6.1: a server may reject both; it closes a smuggling door.
+                await self._refuse(scope, send, context, policy, "length-and-chunked")
+                return
+        no_body = policy.no_body
+        if no_body is None:
+            no_body = scope["method"] in self.no_body_methods
+        limit = 0 if no_body else policy.max_body_bytes
+        # Content is certain with a non-zero Content-Length or chunked framing.
+        # A declared length is always read and checked, 0 included. With
+        # neither header, HTTP/1 has no body (RFC 9112 §6.3; so a GET costs
+        # no read); otherwise the body is read to find out (HTTP/2 frames
+        # bodies without either header).
+        if declared is not None:
+            certain = declared > 0
+            read = True
+        else:
+            certain = chunked
+            read = chunked or not no_body or scope.get("http_version", "1.1") not in _HTTP1
+        if declared is not None and declared > limit:
+            reason = "content-not-allowed" if no_body else "content-too-large"
+            await self._refuse(scope, send, context, policy, reason)
+            return
+        is_json = False
+        if certain and not no_body:
+            reason, is_json = judge_content_type(policy, content_type, types_seen, encoded)
+            if reason is not None:
+                await self._refuse(scope, send, context, policy, reason)
+                return
+
+        values = context.values
+        if policy.query is not None or policy.headers is not None:
+            errors = self._params(scope, query_string, policy, values)
+            if errors:
+                reason = "invalid-query" if errors[0]["loc"][0] == "query" else "invalid-headers"
+                await self._refuse_422(scope, send, context, policy, reason, errors)
+                return
+
+        app_receive = receive
+        body = b""
+        if read:
+            try:
+                body = await read_body(receive, declared if declared is not None else limit)
+            except BodyTooLarge:
+                if declared is not None:
+                    reason = "body-longer-than-length"
+                else:
+                    reason = "content-not-allowed" if no_body else "content-too-large"
+                await self._refuse(scope, send, context, policy, reason)
+                return
+            except ClientDisconnected:
+                # Nobody to answer; the app never runs for half a request.
+                context.record(policy.decisions["client-disconnected"])
+                return
+            if declared is not None and len(body) < declared:
+                await self._refuse(scope, send, context, policy, "body-shorter-than-length")
+                return
+            if body and not certain:
+                reason, is_json = judge_content_type(policy, content_type, types_seen, encoded)
+                if reason is not None:
+                    await self._refuse(scope, send, context, policy, reason)
+                    return
+            app_receive = ReplayReceive(body, receive)
+
+        model = policy.body
+        if body:
+            if is_json:
+                # In a method of its own, so that the parsed value (up to ~30x
+                # the body's size in Python objects) is freed before the app runs.
+                refusal = self._check_json(body, policy, values)
+                if refusal is not None:
+                    reason, body_errors = refusal
+                    if body_errors is None:
+                        await self._refuse(scope, send, context, policy, reason)
+                    else:
+                        await self._refuse_422(scope, send, context, policy, reason, body_errors)
+                    return
+        elif model is not None and not no_body:
+            if not model.accepts_none:
+                errors = missing_body()
+                await self._refuse_422(scope, send, context, policy, "invalid-body", errors)
+                return
+            values["body"] = None
+
+        context.record(policy.allow)
+        await self.app(scope, app_receive, send)
+
+    def _check_json(
+        self, body: bytes, policy: Policy, values: dict[str, Any]
+    ) -> tuple[str, list[dict[str, Any]] | None] | None:
+        """Parse and validate a JSON body: `None`, or why it is refused (and the 422 errors)."""
+        try:
+            parsed = parse_json(body, policy.max_json_depth)
+        except JSONRejected as exc:
+            return exc.reason, None
+        model = policy.body
+        if model is not None:
+            try:
+                values["body"] = model.validate(parsed)
+            except ValidationError as exc:
+                return "invalid-body", error_list(exc, "body", echo_input=self.echo_input)
+        return None
+
+    def _params(
+        self, scope: Scope, query_string: bytes, policy: Policy, values: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Validate the query and header models; their errors, together."""
+        errors: list[dict[str, Any]] = []
+        query = policy.query
+        if query is not None:
+            # As Starlette parses `request.query_params`.
+            pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+            try:
+                values["query"] = query.validate(query.from_pairs(pairs, first=False))
+            except ValidationError as exc:
+                errors += error_list(exc, "query", echo_input=self.echo_input)
+        headers = policy.headers
+        if headers is not None:
+            wanted = headers.by_name
+            pairs = [
+                (text, value.decode("latin-1"))
+                for name, value in scope["headers"]
+                if (text := name.decode("latin-1")) in wanted
+            ]
+            try:
+                values["headers"] = headers.validate(headers.from_pairs(pairs, first=True))
+            except ValidationError as exc:
+                errors += error_list(
+                    exc, "header", echo_input=self.echo_input, wire_names=headers.wire_names
+                )
+        return errors
+
+    async def _refuse(
+        self, scope: Scope, send: Send, context: RequestContext, policy: Policy, reason: str
+    ) -> None:
+        context.record(policy.decisions[reason])
+        if reason == "unsupported-media-type" and scope["method"] == "PATCH":
+            reason = "unsupported-media-type-patch"
+        await policy.responses[reason].send(scope, send)
+
+    async def _refuse_422(
+        self,
+        scope: Scope,
+        send: Send,
+        context: RequestContext,
+        policy: Policy,
+        reason: str,
+        errors: list[dict[str, Any]],
+    ) -> None:
+        context.record(policy.decisions[reason])
+        problem = Problem(
+            status=422, title=title(422), detail=UNPROCESSABLE, extensions={"errors": errors}
+        )
+        await ProblemResponse(problem).send(scope, send)
