@@ -57,7 +57,15 @@ async def test_problem_response_is_problem_json_with_headers() -> None:
     }
 
 
-@pytest.mark.parametrize(("status", "title"), [(401, "Unauthorized"), (503, "Service Unavailable")])
+@pytest.mark.parametrize(
+    ("status", "title"),
+    [
+        (401, "Unauthorized"),
+        (503, "Service Unavailable"),
+        (413, "Content Too Large"),  # RFC 9110, whatever the Python version
+        (422, "Unprocessable Content"),
+    ],
+)
 def test_about_blank_title_is_the_status_phrase(status: int, title: str) -> None:
     """RFC 9457 §4.2.1: with about:blank, the title is the status phrase."""
     assert Problem(status=status).to_dict() == {

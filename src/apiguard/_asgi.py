@@ -96,8 +96,9 @@ class ClientDisconnected(Exception):
 async def read_body(receive: Receive, limit: int) -> bytes:
     """Read the whole request body, refusing to hold more than `limit` bytes.
 
-    Memory stays bounded by `limit` plus one chunk whatever the client sends:
-    reading stops at the first chunk that crosses the limit.
+    Memory stays bounded whatever the client sends: reading stops at the
+    first chunk that crosses the limit, so at most `limit` plus one chunk is
+    held, and twice that for an instant while the chunks are joined.
 
     Raises:
         BodyTooLarge: the body is longer than `limit`.

@@ -33,6 +33,21 @@ PROBLEM_JSON = "application/problem+json"
 CORE_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
 
 
+#: RFC 9110 §15 reason phrases where Python's `HTTPStatus` (3.11, 3.12) still
+#: has the older ones, so that titles do not change with the Python version.
+_RFC9110_PHRASES = {
+    413: "Content Too Large",
+    414: "URI Too Long",
+    416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
+}
+
+
+def status_phrase(status: int) -> str:
+    """The RFC 9110 reason phrase of `status`."""
+    return _RFC9110_PHRASES.get(status) or HTTPStatus(status).phrase
+
+
 @dataclass(frozen=True, slots=True)
 class Problem:
     """A problem details document (RFC 9457).
@@ -69,7 +84,7 @@ class Problem:
             msg = f"extension members {sorted(clash)} would overwrite RFC 9457 core members"
             raise ValueError(msg)
         if self.title is None and self.type == "about:blank":
-            object.__setattr__(self, "title", HTTPStatus(self.status).phrase)
+            object.__setattr__(self, "title", status_phrase(self.status))
 
     def to_dict(self) -> dict[str, Any]:
         """The document as a JSON-ready dict: core members first, then extensions."""
