@@ -22,7 +22,6 @@ __all__ = [
     "merge",
     "parse_methods",
     "query_limits",
-    "title",
 ]
 
 LAYER: Final = "validation"
@@ -36,15 +35,10 @@ UNPROCESSABLE = "The request failed validation; `errors` lists each problem."
 #: RFC 9110 §15 status phrases where Python 3.11's `HTTPStatus` still has the
 #: RFC 7231 ones ("Request Entity Too Large", "Unprocessable Entity"): the
 #: title of an `about:blank` problem is the status phrase (RFC 9457 §4.2.1).
-_TITLES: Final = {413: "Content Too Large", 414: "URI Too Long", 422: "Unprocessable Content"}
-
-
 def _problem(
     status: int, detail: str, headers: Iterable[tuple[bytes, bytes]] = ()
 ) -> ProblemResponse:
-    return ProblemResponse(
-        Problem(status=status, title=_TITLES.get(status), detail=detail), headers
-    )
+    return ProblemResponse(Problem(status=status, detail=detail), headers)
 
 
 # Rejections that do not depend on a route's limits: built once for all.
@@ -180,11 +174,6 @@ class Policy:
         self.decisions["client-disconnected"] = Decision(
             LAYER, "reject", reason="client-disconnected", policy=key
         )
-
-
-def title(status: int) -> str | None:
-    """The RFC 9110 phrase where Python's differs, else `None` (the default)."""
-    return _TITLES.get(status)
 
 
 def judge_content_type(

@@ -26,7 +26,6 @@ from apiguard.validation._policy import (
     merge,
     parse_methods,
     query_limits,
-    title,
 )
 from apiguard.validation.rules import Rules, check_count, check_depth
 
@@ -338,7 +337,5 @@ class ValidationMiddleware:
         errors: list[dict[str, Any]],
     ) -> None:
         context.record(policy.decisions[reason])
-        problem = Problem(
-            status=422, title=title(422), detail=UNPROCESSABLE, extensions={"errors": errors}
-        )
+        problem = Problem(status=422, detail=UNPROCESSABLE, extensions={"errors": errors})
         await ProblemResponse(problem).send(scope, send)
