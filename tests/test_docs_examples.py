@@ -44,9 +44,20 @@ async def _client(module: str) -> httpx.AsyncClient:
 
 
 async def test_quickstart() -> None:
+    key = {"x-api-key": "k-partner-0001"}
     async with await _client("quickstart") as client:
-        assert (await client.get("/orders/7")).json() == {"id": 7}
-        assert (await client.get("http://evil.example/orders/7")).status_code == 400
+        assert (await client.get("/orders/7")).status_code == 401
+        read = await client.get("/orders/7", headers=key)
+        assert read.json() == {"id": 7}
+        assert read.headers.get_list("ratelimit-policy") == [
+            '"plan-1";q=1000;w=60',
+            '"ip-0";q=100;w=60',
+        ]
+        created = await client.post("/orders", json={"sku": "A-1", "quantity": 2}, headers=key)
+        assert created.status_code == 201
+        refused = await client.post("/orders", json={"sku": "A-1"}, headers=key)
+        assert refused.status_code == 422
+        assert refused.json()["errors"][0]["loc"] == ["body", "quantity"]
 
 
 def test_misconfigured() -> None:
@@ -299,3 +310,26 @@ async def test_validation_fastapi_example_uses_the_layers_model() -> None:
     assert refused.status_code == 422
     assert refused.headers["content-type"] == "application/problem+json"
     assert replaced.json() == {"id": 9, "quantity": 4}
+
+
+def test_readme_snippet_builds() -> None:
+    """The README's wrapping example is real code against the real API."""
+    block = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert block is not None
+    namespace: dict[str, Any] = {}
+    exec(  # noqa: S102 - our own README, run as the docs promise
+        "from fastapi import FastAPI\n"
+        "from pydantic import BaseModel\n"
+        "from starlette.middleware import Middleware\n"
+        "from apiguard import *\n"
+        "class OrderIn(BaseModel):\n    sku: str\n" + block.group(1),
+        namespace,
+    )
+    app = namespace["app"]
+    assert [m.cls.__name__ for m in app.user_middleware] == [
+        "RateLimitMiddleware",
+        "AuthMiddleware",
+        "RateLimitMiddleware",
+        "ValidationMiddleware",
+    ]
+    assert sum(1 for line in block.group(1).splitlines() if line.strip()) < 15
