@@ -3,57 +3,65 @@
 Each script checks every quota of a policy, then counts the request against
 all of them or none (Redis runs a script atomically), and returns what the
 headers need, so that a request costs one `EVALSHA` whatever the strategy
-and the number of quotas. Time is the server's (`TIME`), so that every
-worker and host sharing the store agrees on window boundaries; the expiries
-are set on the same clock.
+and the number of quotas. Time is the server's (`TIME`, to the millisecond),
+so that every worker and host sharing the store agrees on window
+boundaries; the expiries are set on the same clock.
 
-KEYS: one per quota, all with one hash tag (one cluster slot).
+KEYS: one per quota, all with one hash tag (one cluster slot). The fixed
+window and the sliding window counter keep one counter per window, named
+`KEYS[i] .. ':' .. window index` (the same hash tag, so the same slot): a
+plain string that `INCRBY` counts and that expires with its window, which
+is cheaper on the server than a hash read and rewritten on every hit.
 ARGV: cost, then `amount, window in ms` per quota.
 Returns `{admitted, used_1, reset_ms_1, retry_ms_1, used_2, ...}` with
 `retry_ms = -1` for a quota that did not refuse.
+
+Server time per call (`INFO commandstats` usec_per_call, one quota, calls
+one after the other, redis-server 7.0 on loopback): fixed window 11.1 µs
+(hash) -> see `benchmarks/ratelimit.py` for the figures of these versions.
 """
 
 from __future__ import annotations
 
-_PRELUDE = """
+# Milliseconds since the epoch, on the server's clock (a whole number: Lua
+# turns it into an integer reply exactly, and a key suffix without a dot).
+_NOW = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+"""
+
+_PRELUDE = (
+    _NOW
+    + """
 local cost = tonumber(ARGV[1])
 local n = #KEYS
 local admitted = 1
 local out = {0}
 """
-
-FIXED_WINDOW = (
-    _PRELUDE
-    + """
-local counts, ends, index = {}, {}, {}
-for i = 1, n do
-  local amount, w = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-  local idx = math.floor(now / w)
-  local state = redis.call('HMGET', KEYS[i], 'i', 'c')
-  local count = 0
-  if tonumber(state[1]) == idx then count = tonumber(state[2]) or 0 end
-  counts[i], ends[i], index[i] = count, (idx + 1) * w, idx
-  out[3 * i + 1] = -1
-  if count + cost > amount then
-    admitted = 0
-    out[3 * i + 1] = math.ceil(ends[i] - now)
-  end
-end
-for i = 1, n do
-  if admitted == 1 then
-    counts[i] = counts[i] + cost
-    redis.call('HSET', KEYS[i], 'i', index[i], 'c', counts[i])
-    redis.call('PEXPIREAT', KEYS[i], ends[i])
-  end
-  out[3 * i - 1] = counts[i]
-  out[3 * i] = math.ceil(ends[i] - now)
-end
-out[1] = admitted
-return out
-"""
 )
+
+#: The fixed window, for a request of several units or a policy of several
+#: quotas (one quota and one unit is plain `INCRBY` + `PEXPIRE`: see
+#: `_remote.py`). The caller names each quota's counter by its window's
+#: index on apiguard's clock, and gives the milliseconds it must live.
+#: Count against all; when one refuses, take the cost back from all (inside
+#: the script: nobody sees the overshoot). Returns the counts after the
+#: increment.
+FIXED_WINDOW = """
+local cost = tonumber(ARGV[1])
+local counts = {}
+local refused = false
+for i = 1, #KEYS do
+  local count = redis.call('INCRBY', KEYS[i], cost)
+  if count == cost then redis.call('PEXPIRE', KEYS[i], ARGV[2 * i + 1]) end
+  counts[i] = count
+  if count > tonumber(ARGV[2 * i]) then refused = true end
+end
+if refused then
+  for i = 1, #KEYS do redis.call('DECRBY', KEYS[i], cost) end
+end
+return counts
+"""
 
 MOVING_WINDOW = (
     _PRELUDE
@@ -106,19 +114,15 @@ local function wait(previous, current, w, until_end, target)
   if current < target then return until_end - w * (target - current) / previous + 1 end
   return until_end + w * (1 - target / current) + 1
 end
-local cur, prev, ends, index = {}, {}, {}, {}
+local cur, prev, ends, names = {}, {}, {}, {}
 for i = 1, n do
   local amount, w = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-  local idx = math.floor(now / w)
-  local state = redis.call('HMGET', KEYS[i], 'i', 'c', 'p')
-  local at = tonumber(state[1])
-  local c, p = 0, 0
-  if at == idx then
-    c, p = tonumber(state[2]) or 0, tonumber(state[3]) or 0
-  elseif at == idx - 1 then
-    p = tonumber(state[2]) or 0
-  end
-  cur[i], prev[i], ends[i], index[i] = c, p, (idx + 1) * w, idx
+  local index = math.floor(now / w)
+  -- this window's counter and the last one's: plain strings, one MGET
+  names[i] = KEYS[i] .. ':' .. index
+  local state = redis.call('MGET', names[i], KEYS[i] .. ':' .. (index - 1))
+  local c, p = tonumber(state[1]) or 0, tonumber(state[2]) or 0
+  cur[i], prev[i], ends[i] = c, p, (index + 1) * w
   local until_end = ends[i] - now
   out[3 * i + 1] = -1
   if math.floor(p * until_end / w + c) + cost > amount then
@@ -129,9 +133,9 @@ end
 for i = 1, n do
   local w = tonumber(ARGV[2 * i + 1])
   if admitted == 1 then
-    cur[i] = cur[i] + cost
-    redis.call('HSET', KEYS[i], 'i', index[i], 'c', cur[i], 'p', prev[i])
-    redis.call('PEXPIREAT', KEYS[i], ends[i] + w)
+    cur[i] = redis.call('INCRBY', names[i], cost)
+    -- kept one window longer: it is the next window's previous count
+    if cur[i] == cost then redis.call('PEXPIREAT', names[i], ends[i] + w) end
   end
   local until_end = ends[i] - now
   local used = math.floor(prev[i] * until_end / w + cur[i])
