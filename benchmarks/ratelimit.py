@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import os
 import shutil
 import socket
@@ -158,6 +159,7 @@ def _layer_cases() -> list[Case]:
 # --- Redis ---------------------------------------------------------------------------
 
 
+@functools.cache
 def _redis_url() -> str:
     url = os.environ.get("APIGUARD_BENCH_REDIS")
     if url:
@@ -292,6 +294,12 @@ def _server_calls(url: str) -> int:
     return sum(int(stats.get(f"cmdstat_{c}", {"calls": 0})["calls"]) for c in ("evalsha", "eval"))
 
 
+async def _ping_in_timeout(store: Any) -> Any:
+    """What a per-call `asyncio.timeout` would add (the client has its own deadline timer)."""
+    async with asyncio.timeout(0.25):
+        return await store.client().execute(b"*1\r\n$4\r\nPING\r\n")
+
+
 class _PingFirst:
     """A pure-ASGI pass-through layer that awaits one PING on apiguard's client first."""
 
@@ -328,6 +336,12 @@ def _redis_cases() -> list[Case]:
             "PING: apiguard client",
             lambda i: ours.client().execute(b"*1\r\n$4\r\nPING\r\n"),  # type: ignore[union-attr]
             is_async=True,
+        ),
+        FuncCase(
+            "PING: apiguard client inside asyncio.timeout",
+            lambda i: _ping_in_timeout(ours),
+            is_async=True,
+            baseline="PING: apiguard client",
         ),
         FuncCase("PING: redis-py", lambda i: ping_client.ping(), is_async=True),
         FuncCase(
@@ -370,6 +384,76 @@ def _redis_cases() -> list[Case]:
     return cases
 
 
+def server_costs(url: str, calls: int = 2000) -> str:
+    """Server time per call of each script, before (issue 5) and now: INFO commandstats.
+
+    Calls one after the other, as the layer makes them, on a fresh key
+    each window; `usec_per_call` is what the server spent running the
+    command (the script's own commands included), not the round trip.
+    """
+    import redis
+
+    from apiguard.storage import _scripts
+    from benchmarks import _scripts_issue5 as before
+
+    client = redis.Redis.from_url(url)
+    hour = 3_600_000
+    big = 10**9
+
+    def per_call(command: str, run: Any) -> float:
+        client.config_resetstat()
+        for _ in range(calls):
+            run()
+        stats = client.info("commandstats")
+        return float(stats[f"cmdstat_{command}"]["usec_per_call"])
+
+    def script(text: str, keys: list[str], args: list[int]) -> float:
+        sha = client.script_load(text)
+        return per_call("evalsha", lambda: client.evalsha(sha, len(keys), *keys, *args))
+
+    from apiguard.storage._remote import _fixed_keys, _sliding_args, _ttl_ms
+
+    rows = []
+    for strategy in STRATEGIES:
+        old, new = before.SCRIPTS[strategy], _scripts.SCRIPTS[strategy]
+        for count in (1, 2):
+            quotas = [Quota(f"q{i}", big, 3600) for i in range(count)]
+            old_keys = [f"{{k}}:old:{i}" for i in range(count)]
+            client.flushdb()
+            was = script(old, old_keys, [1] + [big, hour] * count)
+            now = time.time()
+            if strategy == "fixed-window" and count == 1:
+                # No script: INCRBY, plus PEXPIRE on a window's first hit.
+                name = _fixed_keys("k", quotas, now)[0][0]
+                cost = per_call("incrby", lambda name=name: client.incrby(name, 1))
+                what = "INCRBY, no script"
+            elif strategy == "fixed-window":
+                keys, resets = _fixed_keys("k", quotas, now)
+                args = [1]
+                for quota, reset in zip(quotas, resets, strict=True):
+                    args += (quota.amount, _ttl_ms(reset))
+                cost, what = script(new, keys, args), "EVALSHA"
+            elif strategy == "sliding-window-counter":
+                cost, what = script(new, *_sliding_args("k", quotas, 1, now)), "EVALSHA"
+            else:
+                keys = [f"{{k}}:new:{i}" for i in range(count)]
+                cost, what = script(new, keys, [1] + [big, hour] * count), "EVALSHA"
+            rows.append(f"| {strategy} | {count} | {was:.2f} | {cost:.2f} ({what}) |")
+    ping = per_call("ping", client.ping)
+    client.flushdb()
+    client.close()
+    return "\n".join(
+        [
+            f"Server time per call (INFO commandstats usec_per_call, {calls} calls one after "
+            f"the other; PING {ping:.2f} µs):",
+            "",
+            "| strategy | quotas | issue 5 µs | now µs |",
+            "|---|---:|---:|---:|",
+            *rows,
+        ]
+    )
+
+
 def summary(results: list[Result]) -> str:
     """The Redis path against its target: round trips x one PING + 10 µs."""
     by_name = {r.case.name: r for r in results}
@@ -395,7 +479,7 @@ def summary(results: list[Result]) -> str:
                 f"| {case.name} | {case.round_trips:.2f} | {target:.1f} | {overhead:.1f} "
                 f"| {target - overhead:+.1f} | {overhead - floor_overhead:+.1f} |"
             )
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + server_costs(_redis_url())
 
 
 # --- slowapi -------------------------------------------------------------------------

@@ -218,3 +218,74 @@ async def test_changing_the_strategy_of_a_limiter_never_meets_old_keys(redis_url
     for strategy in STRATEGIES:
         acquire = open_store(redis_url).acquirer(strategy)  # type: ignore[union-attr, arg-type]
         assert (await acquire("k", (Quota("same", 5, 60),), 1)).used == (1,)
+
+
+# --- the fixed window on apiguard's clock ----------------------------------------
+
+
+@pytest.mark.usefixtures("close_stores")
+async def test_fixed_window_counters_are_named_by_window_and_expire_with_it(
+    redis_url: str,
+) -> None:
+    """One counter per window index; the first hit sets its expiry: window end + 1 s grace."""
+    store = open_store(redis_url)
+    assert isinstance(store, RedisStore)
+    acquire = store.acquirer("fixed-window")
+    sync = redis.Redis.from_url(redis_url)
+    with FrozenClock(wall=1_700_000_000.0) as clock:  # 20 s into a minute
+        verdict = await acquire("k", (Quota("q", 5, 60),), 1)
+        assert verdict.reset == (40.0,)
+        await acquire("k", (Quota("q", 5, 60),), 1)
+        clock.advance(40)  # the next minute: a new counter
+        assert (await acquire("k", (Quota("q", 5, 60),), 1)).used == (1,)
+    # The expiry was pipelined behind the INCRBY, unawaited: one more round
+    # trip on the same connection, and its reply has been read.
+    assert await store.client().command("PING") == b"PONG"
+    keys = sorted(k.decode() for k in sync.keys("*"))
+    assert keys == [
+        "apiguard:{k}:fw:q:28333333",
+        "apiguard:{k}:fw:q:28333334",
+    ]
+    assert sync.get(keys[0]) == b"2"
+    # Expiries are relative (set from apiguard's clock, run on the server's).
+    assert 40_000 < sync.pttl(keys[0]) <= 41_000
+    assert 60_000 < sync.pttl(keys[1]) <= 61_000
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("store", ["memory", "redis"])
+@pytest.mark.usefixtures("close_stores")
+async def test_mixed_costs_stay_exact_under_concurrency(
+    store: str, strategy: str, request: pytest.FixtureRequest
+) -> None:
+    """Requests of 1 and 7 units at once never take more than the quota, and fill it exactly.
+
+    A refused 7-unit request must not make a 1-unit request that fits look
+    refused: the script takes its units back atomically.
+    """
+    import asyncio
+    import random
+
+    storage = "memory://"
+    if store == "redis":
+        storage = request.getfixturevalue("redis_url")
+    app = limited_app(
+        limit="50/hour",
+        strategy=strategy,
+        storage=storage,
+        store_timeout=5.0,
+        cost={"POST /orders": 7},
+    )
+    methods = ["GET"] * 120 + ["POST"] * 30
+    random.Random(5).shuffle(methods)
+    async with client(app) as http:
+        responses = await asyncio.gather(*(http.request(m, "/orders") for m in methods))
+        units = sum(
+            (7 if m == "POST" else 1)
+            for m, r in zip(methods, responses, strict=True)
+            if r.status_code == 200
+        )
+        assert units <= 50
+        while (await http.get("/orders")).status_code == 200:  # fill what is left, unit by unit
+            units += 1
+    assert units == 50

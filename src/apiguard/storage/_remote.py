@@ -22,6 +22,7 @@ from apiguard.errors import StorageError
 from apiguard.storage._base import (
     FIXED_WINDOW,
     MOVING_WINDOW,
+    SLIDING_WINDOW_COUNTER,
     Quota,
     Strategy,
     Verdict,
@@ -186,6 +187,7 @@ class RedisStore(RemoteStore):
         script = Script(SCRIPTS[strategy])
         code = _CODES[strategy].encode()
         fixed = strategy == FIXED_WINDOW
+        sliding = strategy == SLIDING_WINDOW_COUNTER
         # Per policy (its quotas tuple lives as long as the layer): the key
         # suffixes and the encoded arguments, built on first use.
         encoded: dict[int, _Encoded] = {}
@@ -203,7 +205,14 @@ class RedisStore(RemoteStore):
             if client is None or client.loop is not asyncio.get_running_loop():
                 client = self.client()
             try:
-                if not fixed:
+                if sliding:
+                    keys, arguments = _sliding_args(key, quotas, cost, clock.time())
+                    count = len(quotas)
+                    reply = await client.evalsha(
+                        script, 2 * count, _encode(keys, arguments), 6 * count + 1
+                    )
+                    verdict = _parse_reply(reply, count)
+                elif not fixed:
                     parts = [
                         b"$%d\r\n%b%b\r\n" % (len(tagged) + len(suffix), tagged, suffix)
                         for suffix in entry[1]
@@ -214,20 +223,28 @@ class RedisStore(RemoteStore):
                     reply = await client.evalsha(script, count, b"".join(parts), 3 * count + 1)
                     verdict = _parse_reply(reply, count)
                 elif cost == 1 and len(quotas) == 1:
-                    # The common case: one quota, one unit. Plain INCRBY with
-                    # PEXPIRE pipelined behind it: one round trip, no script.
+                    # The common case: one quota, one unit: a plain INCRBY of
+                    # the window's counter, one round trip, no script.
                     quota = quotas[0]
                     now = clock.time()
                     index = now // quota.window
                     reset = (index + 1) * quota.window - now
                     name = b"%b%b:%d" % (tagged, entry[1][0], index)
-                    size = len(name)
-                    ttl = b"%d" % _ttl_ms(reset)
-                    count = await client.execute(
-                        b"%b%d\r\n%b\r\n$1\r\n1\r\n%b%d\r\n%b\r\n$%d\r\n%b\r\n"
-                        % (_INCRBY, size, name, _PEXPIRE, size, name, len(ttl), ttl),
-                        1,
-                    )
+                    size = b"%d" % len(name)
+                    payload = b"%b%b\r\n%b\r\n$1\r\n1\r\n" % (_INCRBY, size, name)
+                    future = client.submit(payload)
+                    count = await (future if future is not None else client.execute(payload))
+                    if type(count) is not int:
+                        raise count  # an error reply (WRONGTYPE, OOM, ...)
+                    if count == 1:
+                        # The window's first hit sets its counter's expiry,
+                        # pipelined behind: nobody waits for its reply. (Were
+                        # it lost with the connection, the counter would only
+                        # outlive its window: a later window never reads it.)
+                        ttl = b"%d" % _ttl_ms(reset)
+                        client.post(
+                            b"%b%b\r\n%b\r\n$%d\r\n%b\r\n" % (_PEXPIRE, size, name, len(ttl), ttl)
+                        )
                     if count <= quota.amount:
                         verdict = Verdict(True, (count,), (reset,))
                     else:
@@ -289,6 +306,9 @@ class RedisStore(RemoteStore):
                     args += (quota.amount, _ttl_ms(reset))
                 counts = await script(keys=keys, args=args)
                 return _fixed_verdict([int(c) for c in counts], quotas, cost, resets)
+            if strategy == SLIDING_WINDOW_COUNTER:
+                keys, args = _sliding_args(key, quotas, cost, clock.time())
+                return _parse_reply(await script(keys=keys, args=args), len(quotas))
             # One hash tag for every quota of the request: one cluster slot.
             keys = [f"apiguard:{{{key}}}:{code}:{quota.uid}" for quota in quotas]
             for quota in quotas:
@@ -344,6 +364,36 @@ def _fixed_keys(key: str, quotas: Sequence[Quota], now: float) -> tuple[list[str
         names.append(f"apiguard:{{{key}}}:fw:{quota.uid}:{index:.0f}")
         resets.append((index + 1) * quota.window - now)
     return names, resets
+
+
+def _sliding_args(
+    key: str, quotas: Sequence[Quota], cost: int, now: float
+) -> tuple[list[str], list[int]]:
+    """The sliding window counter script's keys and arguments, on apiguard's clock.
+
+    Per quota, this window's counter and the last one's, named by index (it
+    lives one window past its end: it is the next window's previous count).
+    """
+    keys: list[str] = []
+    arguments = [cost]
+    for quota in quotas:
+        index = now // quota.window
+        until_end = math.ceil(((index + 1) * quota.window - now) * 1000)
+        name = f"apiguard:{{{key}}}:sw:{quota.uid}:"
+        keys += (f"{name}{index:.0f}", f"{name}{index - 1:.0f}")
+        window = quota.window * 1000
+        arguments += (quota.amount, window, until_end, until_end + window + _GRACE_MS)
+    return keys, arguments
+
+
+def _encode(keys: list[str], arguments: list[int]) -> bytes:
+    """Keys and arguments as RESP bulk strings, for a script's tail."""
+    parts = []
+    for name in keys:
+        raw = name.encode()
+        parts.append(b"$%d\r\n%b\r\n" % (len(raw), raw))
+    parts += [_COSTS[a] if 0 <= a < len(_COSTS) else _bulk(a) for a in arguments]
+    return b"".join(parts)
 
 
 def _fixed_tail(entry: _Encoded, tagged: bytes, cost: int, now: float) -> tuple[bytes, list[float]]:

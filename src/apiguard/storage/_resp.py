@@ -489,6 +489,13 @@ class _Connection(asyncio.Protocol):
             self._arm(deadline)
         return future
 
+    def send_unread(self, payload: bytes, deadline: float) -> None:
+        """Write one command whose reply is read and dropped."""
+        self.waiters.append((None, deadline))
+        self.transport.write(payload)  # type: ignore[union-attr]
+        if deadline < self.wake:
+            self._arm(deadline)
+
     def _arm(self, when: float) -> None:
         if self.timer is not None:
             self.timer.cancel()
@@ -583,6 +590,28 @@ class RespClient:
         if type(reply) is ReplyError:
             raise reply
         return reply
+
+    def submit(self, payload: bytes) -> asyncio.Future[Any] | None:
+        """Write one command on the open connection, without a coroutine of its own.
+
+        For the hot path: returns its reply's future (an error reply is a
+        [`ReplyError`][] result, not raised), or `None` when there is no
+        connection yet (then `await execute(payload)`, which connects).
+        """
+        connection = self._connection
+        if connection is None:
+            return None
+        self.sent += 1
+        return connection.send(payload, self.loop.time() + self.timeout)
+
+    def post(self, payload: bytes) -> None:
+        """Write one command whose reply nobody waits for (read and dropped).
+
+        Nothing is written when there is no connection.
+        """
+        connection = self._connection
+        if connection is not None:
+            connection.send_unread(payload, self.loop.time() + self.timeout)
 
     async def command(self, *args: bytes | str | int) -> Any:
         """Encode and send one command (`await client.command("GET", "k")`)."""
