@@ -377,6 +377,7 @@ async def _never(*args: Any) -> Any:
         ({"limit": "1/second", "storage": "postgres://db"}, "unknown scheme 'postgres'"),
         ({"limit": "1/second", "storage": "redis+sentinel://h:26379"}, "names no sentinel"),
         ({"limit": "1/second", "storage": "redis://:hunter2@h:x"}, r"\*\*\*"),
+        ({"limit": "1/second", "storage": "redis://h:6379/x?password=hunter2"}, r"=\*\*\*"),
         ({"limit": "1/second", "cost": {"/orders": 0}}, "cost: 0 for route '/orders'"),
         ({"limit": "2/second", "cost": {"/orders": 3}}, "could never be admitted"),
         ({"limit": "1/second", "exempt": "/health"}, "exempt: '/health'"),
