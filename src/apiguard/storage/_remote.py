@@ -1,10 +1,12 @@
-"""Stores over the network, through `limits`' async storages: timeouts, breaker, errors.
+"""Stores over the network: apiguard's Redis client or `limits`' async storages.
 
-Both kinds connect lazily, on the first call in an event loop (a layer's
+Every kind connects lazily, on the first call in an event loop (a layer's
 `__init__` has no side effects), and again in a new loop (a client is bound
-to the loop it was made in). Every call runs under `asyncio.timeout`, goes
-through the store's [`StoreBreaker`][apiguard.storage.StoreBreaker], and
-any failure comes out as one [`StorageError`][apiguard.StorageError].
+to the loop it was made in). Every call has a deadline (`asyncio.timeout`
+around `limits`' storages; the RESP client's own deadline timer for
+single-node Redis, which includes connecting), goes through the store's
+[`StoreBreaker`][apiguard.storage.StoreBreaker], and any failure comes out
+as one [`StorageError`][apiguard.StorageError].
 """
 
 from __future__ import annotations
