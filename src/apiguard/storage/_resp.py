@@ -400,6 +400,9 @@ class Script:
 # --- the connection ---------------------------------------------------------------
 
 
+_EARLY: Final = 0.0001
+
+
 class _Connection(asyncio.Protocol):
     """One socket: writes commands, matches replies to waiters in order, expires them."""
 
@@ -424,8 +427,7 @@ class _Connection(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - asyncio's contract
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment] # a stream transport
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # Finds a peer that vanished while the connection sat idle.
@@ -508,7 +510,9 @@ class _Connection(asyncio.Protocol):
         self.wake = math.inf
         if self.lost:
             return
-        now = self.loop.time()
+        # The loop runs a timer up to its clock resolution early: count a
+        # deadline that close as reached, rather than re-arm for it at once.
+        now = self.loop.time() + _EARLY
         waiters = self.waiters
         index = self.expired
         size = len(waiters)
