@@ -50,6 +50,7 @@ from starlette.routing import Route
 
 from apiguard import RateLimitMiddleware, guard
 from apiguard.storage import MemoryStorage, Quota
+from apiguard.storage._resp import PyReader, ReplyError
 from benchmarks.apps import ORDER, starlette_app
 from benchmarks.driver import ASGICase, Case, FuncCase, Result, paired_overhead
 from benchmarks.driver import Request as BenchRequest
@@ -294,6 +295,12 @@ def _server_calls(url: str) -> int:
     return sum(int(stats.get(f"cmdstat_{c}", {"calls": 0})["calls"]) for c in ("evalsha", "eval"))
 
 
+def _hiredis_reader() -> Any:
+    import hiredis
+
+    return hiredis.Reader(replyError=ReplyError)
+
+
 async def _ping_in_timeout(store: Any) -> Any:
     """What a per-call `asyncio.timeout` would add (the client has its own deadline timer)."""
     async with asyncio.timeout(0.25):
@@ -351,6 +358,17 @@ def _redis_cases() -> list[Case]:
             unit="hit",
         ),
     ]
+    # The reply parsers apiguard's client chooses between, on a script's reply.
+    reply = b"*4\r\n:1\r\n:17\r\n:41234\r\n:-1\r\n"
+    for label, make in (("hiredis", _hiredis_reader), ("pure Python", PyReader)):
+        reader = make()
+        cases.append(
+            FuncCase(
+                f"parse a 4-integer reply: {label}",
+                lambda i, reader=reader: (reader.feed(reply), reader.gets()),
+                unit="reply",
+            )
+        )
     # The floor of any layer that makes one round trip: the same PING, awaited
     # by a pass-through layer before the app. It costs more than PING + the
     # bare app: after waiting on the socket, the app's own work runs on
