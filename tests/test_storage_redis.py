@@ -73,6 +73,29 @@ async def test_one_round_trip_per_request_whatever_the_strategy(
     assert _evalsha_calls(redis_url) - before == 20  # as the server counted them
 
 
+async def test_one_quota_fixed_window_is_one_incrby_and_no_script(
+    redis_url: str, close_stores: list[RemoteStore]
+) -> None:
+    """The common case: one round trip, a plain INCRBY, PEXPIRE once per window."""
+    app = limited_app(limit="1000/hour", storage=redis_url)
+    sync = redis.Redis.from_url(redis_url)
+    sync.config_resetstat()
+    with FrozenClock():  # one window throughout
+        async with client(app) as http:
+            for _ in range(20):
+                assert (await http.get("/orders")).status_code == 200
+    async with client(app) as http:
+        (store,) = [s for s in close_stores if isinstance(s, RedisStore) and s._client]
+        sent = store.client().sent
+        assert await store.client().command("PING") == b"PONG"  # the last PEXPIRE has landed
+    stats = sync.info("commandstats")
+    assert sent == 20  # round trips: one a request (the PEXPIRE rides behind the first)
+    assert stats["cmdstat_incrby"]["calls"] == 20
+    assert stats["cmdstat_pexpire"]["calls"] == 1  # the window's first hit only
+    assert "cmdstat_evalsha" not in stats
+    assert "cmdstat_eval" not in stats
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.usefixtures("close_stores")
