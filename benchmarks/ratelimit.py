@@ -429,7 +429,7 @@ def server_costs(url: str, calls: int = 2000) -> str:
         sha = client.script_load(text)
         return per_call("evalsha", lambda: client.evalsha(sha, len(keys), *keys, *args))
 
-    from apiguard.storage._remote import _fixed_keys, _sliding_args, _ttl_ms
+    from apiguard.storage._scripts import _fixed_keys, _sliding_args, _ttl_ms
 
     rows = []
     for strategy in STRATEGIES:

@@ -31,7 +31,23 @@ from apiguard.storage._base import (
 )
 from apiguard.storage._guard import StoreBreaker
 from apiguard.storage._resp import Endpoint, RespClient, Script
-from apiguard.storage._scripts import SCRIPTS
+from apiguard.storage._scripts import (
+    _CODES,
+    _COSTS,
+    _INCRBY,
+    _PEXPIRE,
+    SCRIPTS,
+    _bulk,
+    _encode,
+    _encode_policy,
+    _Encoded,
+    _fixed_keys,
+    _fixed_tail,
+    _fixed_verdict,
+    _parse_reply,
+    _sliding_args,
+    _ttl_ms,
+)
 
 __all__ = ["LimitsStore", "RedisStore", "RemoteStore"]
 
@@ -319,122 +335,6 @@ class RedisStore(RemoteStore):
             return _parse_reply(reply, len(quotas))
 
         return call
-
-
-_CODES: Final = {"fixed-window": "fw", "moving-window": "mw", "sliding-window-counter": "sw"}
-
-
-def _bulk(value: int) -> bytes:
-    text = b"%d" % value
-    return b"$%d\r\n%b\r\n" % (len(text), text)
-
-
-#: The cost argument, encoded, for the usual small costs.
-_COSTS: Final = tuple(_bulk(cost) for cost in range(16))
-_INCRBY: Final = b"*3\r\n$6\r\nINCRBY\r\n$"
-_PEXPIRE: Final = b"*3\r\n$7\r\nPEXPIRE\r\n$"
-#: A fixed window's counter outlives its window by this much, so that a
-#: host whose clock runs a little ahead cannot expire it early for the others.
-_GRACE_MS: Final = 1000
-
-#: A policy's quotas, their key suffixes (`fw:<uid>`), its encoded `amount,
-#: window ms` arguments.
-_Encoded = tuple[Sequence[Quota], tuple[bytes, ...], bytes]
-
-
-def _ttl_ms(reset: float) -> int:
-    return math.ceil(reset * 1000) + _GRACE_MS
-
-
-def _encode_policy(quotas: Sequence[Quota], code: bytes) -> _Encoded:
-    suffixes = tuple(b"%b:%b" % (code, quota.uid.encode()) for quota in quotas)
-    arguments = b"".join(_bulk(quota.amount) + _bulk(quota.window * 1000) for quota in quotas)
-    return quotas, suffixes, arguments
-
-
-def _fixed_keys(key: str, quotas: Sequence[Quota], now: float) -> tuple[list[str], list[float]]:
-    """Each quota's counter for the window `now` is in, and the seconds until it ends.
-
-    Fixed windows are aligned on apiguard's clock (as with the memory store):
-    the counter is named by the window's index, so a window's count never
-    outlives it, whatever happens to the expiry.
-    """
-    names = []
-    resets = []
-    for quota in quotas:
-        index = now // quota.window
-        names.append(f"apiguard:{{{key}}}:fw:{quota.uid}:{index:.0f}")
-        resets.append((index + 1) * quota.window - now)
-    return names, resets
-
-
-def _sliding_args(
-    key: str, quotas: Sequence[Quota], cost: int, now: float
-) -> tuple[list[str], list[int]]:
-    """The sliding window counter script's keys and arguments, on apiguard's clock.
-
-    Per quota, this window's counter and the last one's, named by index (it
-    lives one window past its end: it is the next window's previous count).
-    """
-    keys: list[str] = []
-    arguments = [cost]
-    for quota in quotas:
-        index = now // quota.window
-        until_end = math.ceil(((index + 1) * quota.window - now) * 1000)
-        name = f"apiguard:{{{key}}}:sw:{quota.uid}:"
-        keys += (f"{name}{index:.0f}", f"{name}{index - 1:.0f}")
-        window = quota.window * 1000
-        arguments += (quota.amount, window, until_end, until_end + window + _GRACE_MS)
-    return keys, arguments
-
-
-def _encode(keys: list[str], arguments: list[int]) -> bytes:
-    """Keys and arguments as RESP bulk strings, for a script's tail."""
-    parts = []
-    for name in keys:
-        raw = name.encode()
-        parts.append(b"$%d\r\n%b\r\n" % (len(raw), raw))
-    parts += [_COSTS[a] if 0 <= a < len(_COSTS) else _bulk(a) for a in arguments]
-    return b"".join(parts)
-
-
-def _fixed_tail(entry: _Encoded, tagged: bytes, cost: int, now: float) -> tuple[bytes, list[float]]:
-    """The encoded keys and arguments of the fixed-window script, and each quota's reset."""
-    quotas, suffixes, _ = entry
-    parts = []
-    resets = []
-    arguments = [_COSTS[cost] if cost < len(_COSTS) else _bulk(cost)]
-    for quota, suffix in zip(quotas, suffixes, strict=True):
-        index = now // quota.window
-        reset = (index + 1) * quota.window - now
-        name = b"%b%b:%d" % (tagged, suffix, index)
-        parts.append(b"$%d\r\n%b\r\n" % (len(name), name))
-        arguments += (_bulk(quota.amount), _bulk(_ttl_ms(reset)))
-        resets.append(reset)
-    return b"".join(parts + arguments), resets
-
-
-def _fixed_verdict(
-    counts: list[int], quotas: Sequence[Quota], cost: int, resets: list[float]
-) -> Verdict:
-    """The fixed-window script's counts (after the increment) as a verdict."""
-    violated = tuple([i for i, quota in enumerate(quotas) if counts[i] > quota.amount])
-    if not violated:
-        return Verdict(True, tuple(counts), tuple(resets))
-    # Refused: the script took the cost back. A counter may stand above its
-    # amount (refused one-unit requests are not taken back): report it full.
-    used = tuple([min(counts[i] - cost, quota.amount) for i, quota in enumerate(quotas)])
-    retry = max(resets[i] for i in violated)
-    return Verdict(False, used, tuple(resets), retry, violated)
-
-
-def _parse_reply(reply: list[int], count: int) -> Verdict:
-    admitted = bool(reply[0])
-    used = tuple([int(reply[3 * i + 1]) for i in range(count)])
-    reset = tuple([int(reply[3 * i + 2]) / 1000 for i in range(count)])
-    violated = tuple([i for i in range(count) if int(reply[3 * i + 3]) >= 0])
-    retry = max((int(reply[3 * i + 3]) / 1000 for i in violated), default=0.0)
-    return Verdict(admitted, used, reset, retry, violated)
 
 
 class LimitsStore(RemoteStore):

@@ -34,17 +34,26 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import hashlib
 import math
-import os
 import socket
 import ssl
-from dataclasses import dataclass
-from typing import Any, Final, Protocol
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any, Final
+
+from apiguard.storage._redis_uri import Endpoint, parse_redis_uri
+from apiguard.storage._resp_wire import (
+    ProtocolError,
+    PyReader,
+    Reader,
+    ReplyError,
+    RespConnectionError,
+    Script,
+    encode_command,
+    reader_factory,
+)
 
 __all__ = [
     "Endpoint",
+    "ProtocolError",
     "PyReader",
     "ReplyError",
     "RespClient",
@@ -53,348 +62,6 @@ __all__ = [
     "encode_command",
     "parse_redis_uri",
 ]
-
-
-class ReplyError(Exception):
-    """An error reply from the server (`-ERR ...`, `-NOSCRIPT ...`, `-WRONGPASS ...`)."""
-
-
-class RespConnectionError(ConnectionError):
-    """The connection could not be made, or was lost with replies owed."""
-
-
-class ProtocolError(RespConnectionError):
-    """The server sent something that is not RESP2: the connection is closed."""
-
-
-class Reader(Protocol):
-    """What the connection needs of a RESP parser (hiredis.Reader has it)."""
-
-    def feed(self, data: bytes, /) -> None: ...
-
-    def gets(self) -> Any: ...
-
-
-class _Incomplete(Exception):
-    pass
-
-
-_INCOMPLETE: Final = _Incomplete()
-
-
-class PyReader:
-    """A pure-Python RESP2 reader with hiredis.Reader's `feed`/`gets` interface.
-
-    `gets()` returns the next complete reply, or `False` when more bytes are
-    needed. Error replies come back as [`ReplyError`][] instances.
-
-    Raises:
-        ProtocolError: from `gets()`, on bytes that are not RESP2.
-    """
-
-    __slots__ = ("_buffer", "_position")
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._position = 0
-
-    def feed(self, data: bytes, /) -> None:
-        """Append bytes read from the socket."""
-        if self._position:
-            del self._buffer[: self._position]
-            self._position = 0
-        self._buffer += data
-
-    def gets(self) -> Any:
-        """The next complete reply, or `False`."""
-        buffer = self._buffer
-        if self._position >= len(buffer):
-            return False
-        try:
-            reply, self._position = self._parse(buffer, self._position)
-        except _Incomplete:
-            return False
-        if self._position == len(buffer):
-            buffer.clear()
-            self._position = 0
-        return reply
-
-    def _parse(self, buffer: bytearray, position: int) -> tuple[Any, int]:
-        end = buffer.find(b"\r\n", position)
-        if end < 0:
-            raise _INCOMPLETE
-        kind = buffer[position]
-        try:
-            if kind == 0x3A:  # ':' integer
-                return int(buffer[position + 1 : end]), end + 2
-            if kind == 0x24:  # '$' bulk string
-                size = int(buffer[position + 1 : end])
-                if size < 0:
-                    return None, end + 2
-                start = end + 2
-                stop = start + size
-                if len(buffer) < stop + 2:
-                    raise _INCOMPLETE
-                return bytes(buffer[start:stop]), stop + 2
-            if kind == 0x2A:  # '*' array
-                count = int(buffer[position + 1 : end])
-                if count < 0:
-                    return None, end + 2
-                items = []
-                position = end + 2
-                for _ in range(count):
-                    item, position = self._parse(buffer, position)
-                    items.append(item)
-                return items, position
-        except ValueError:
-            msg = f"bad RESP length or integer: {bytes(buffer[position:end])!r}"
-            raise ProtocolError(msg) from None
-        if kind == 0x2B:  # '+' simple string
-            return bytes(buffer[position + 1 : end]), end + 2
-        if kind == 0x2D:  # '-' error
-            return ReplyError(buffer[position + 1 : end].decode("utf-8", "replace")), end + 2
-        raise ProtocolError(f"not a RESP2 reply type: {bytes(buffer[position : position + 1])!r}")
-
-
-def _reader_factory() -> type[Any]:
-    """The parser: hiredis' C reader when installed (measured faster), else PyReader."""
-    if os.environ.get("APIGUARD_RESP_PARSER") == "python":
-        return PyReader
-    try:
-        import hiredis
-    except ImportError:
-        return PyReader
-
-    def make() -> Any:
-        return hiredis.Reader(protocolError=ProtocolError, replyError=ReplyError)
-
-    return make  # type: ignore[return-value]
-
-
-def encode_command(*args: bytes | str | int) -> bytes:
-    r"""One command as a RESP2 array of bulk strings.
-
-    Examples:
-        >>> encode_command("GET", "k")
-        b'*2\r\n$3\r\nGET\r\n$1\r\nk\r\n'
-    """
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, str):
-            arg = arg.encode()
-        elif isinstance(arg, int):
-            arg = b"%d" % arg
-        parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
-    return b"".join(parts)
-
-
-# --- where to connect ------------------------------------------------------------
-
-#: URI query options this client understands; any other sends the URI to redis-py.
-SUPPORTED_OPTIONS: Final = frozenset(
-    {
-        "db",
-        "username",
-        "password",
-        "client_name",
-        "ssl_cert_reqs",
-        "ssl_ca_certs",
-        "ssl_ca_path",
-        "ssl_certfile",
-        "ssl_keyfile",
-        "ssl_password",
-        "ssl_check_hostname",
-    }
-)
-_CERT_REQS: Final = {
-    "none": ssl.CERT_NONE,
-    "optional": ssl.CERT_OPTIONAL,
-    "required": ssl.CERT_REQUIRED,
-}
-_BOOLS: Final = {
-    "true": True,
-    "yes": True,
-    "1": True,
-    "on": True,
-    "false": False,
-    "no": False,
-    "0": False,
-    "off": False,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """One Redis node and how to talk to it, parsed from a URI (no I/O)."""
-
-    host: str = "localhost"
-    port: int = 6379
-    path: str | None = None
-    tls: bool = False
-    username: str | None = None
-    password: str | None = None
-    db: int = 0
-    client_name: str | None = None
-    cert_reqs: ssl.VerifyMode = ssl.CERT_REQUIRED
-    check_hostname: bool = True
-    ca_certs: str | None = None
-    ca_path: str | None = None
-    certfile: str | None = None
-    keyfile: str | None = None
-    key_password: str | None = None
-
-    def ssl_context(self) -> ssl.SSLContext:
-        """A client TLS context: the system's CAs (or the given ones), verification on."""
-        context = ssl.create_default_context(cafile=self.ca_certs, capath=self.ca_path)
-        # check_hostname must be off before verify_mode may drop to CERT_NONE.
-        context.check_hostname = self.check_hostname and self.cert_reqs != ssl.CERT_NONE
-        context.verify_mode = self.cert_reqs
-        if self.certfile is not None:
-            context.load_cert_chain(self.certfile, self.keyfile, self.key_password)
-        return context
-
-    def handshake(self) -> list[bytes]:
-        """The commands a new connection sends before any other."""
-        commands = []
-        if self.password is not None:
-            if self.username is not None:
-                commands.append(encode_command("AUTH", self.username, self.password))
-            else:
-                commands.append(encode_command("AUTH", self.password))
-        if self.db:
-            commands.append(encode_command("SELECT", self.db))
-        if self.client_name is not None:
-            commands.append(encode_command("CLIENT", "SETNAME", self.client_name))
-        return commands
-
-
-def parse_redis_uri(uri: str) -> Endpoint | None:
-    """Parse `redis://`, `rediss://` and `redis+unix://` URIs (and their `valkey` forms).
-
-    Options are read as redis-py reads them (`db`, `username`, `password`,
-    `client_name` and the `ssl_*` options in the query; user and password in
-    the authority; the database in the path).
-
-    Returns:
-        The endpoint, or `None` when the URI has a scheme or an option this
-        client does not support (the caller then uses redis-py).
-
-    Raises:
-        ValueError: an option's value is malformed, or a file it names is missing.
-    """
-    parts = urlsplit(uri)
-    scheme = parts.scheme.lower().removeprefix("async+")
-    family, _, kind = scheme.partition("+")
-    if family not in ("redis", "rediss", "valkey", "valkeys") or kind not in ("", "unix"):
-        return None
-    query = {name: values[-1] for name, values in parse_qs(parts.query).items()}
-    if not query.keys() <= SUPPORTED_OPTIONS:
-        return None
-    options: dict[str, Any] = {}
-    username = query.get("username") or (unquote(parts.username) if parts.username else None)
-    password = query.get("password") or (unquote(parts.password) if parts.password else None)
-    options.update(username=username, password=password, client_name=query.get("client_name"))
-    db_text = query.get("db")
-    if kind == "unix":
-        if not parts.path:
-            msg = "a unix socket URI needs a path (redis+unix:///run/redis.sock)"
-            raise ValueError(msg)
-        options["path"] = unquote(parts.path)
-    else:
-        try:
-            port = parts.port
-        except ValueError:
-            msg = f"port {parts.netloc.rpartition(':')[2]!r} is not a port number"
-            raise ValueError(msg) from None
-        options.update(host=parts.hostname or "localhost", port=port or 6379)
-        if db_text is None and parts.path.strip("/"):
-            db_text = unquote(parts.path).strip("/")
-    if db_text is not None:
-        if not db_text.isdigit():
-            msg = f"db {db_text!r} is not a database number"
-            raise ValueError(msg)
-        options["db"] = int(db_text)
-    if family in ("rediss", "valkeys"):
-        options.update(_tls_options(query))
-    elif any(name.startswith("ssl_") for name in query):
-        msg = "ssl_* options need a rediss:// URI"
-        raise ValueError(msg)
-    return Endpoint(**options)
-
-
-def _tls_options(query: dict[str, str]) -> dict[str, Any]:
-    options: dict[str, Any] = {"tls": True}
-    reqs = query.get("ssl_cert_reqs")
-    if reqs is not None:
-        if reqs.lower() not in _CERT_REQS:
-            msg = f"ssl_cert_reqs {reqs!r} is not 'none', 'optional' or 'required'"
-            raise ValueError(msg)
-        options["cert_reqs"] = _CERT_REQS[reqs.lower()]
-    check = query.get("ssl_check_hostname")
-    if check is not None:
-        if check.lower() not in _BOOLS:
-            msg = f"ssl_check_hostname {check!r} is not true or false"
-            raise ValueError(msg)
-        options["check_hostname"] = _BOOLS[check.lower()]
-    for name, field in (
-        ("ssl_ca_certs", "ca_certs"),
-        ("ssl_certfile", "certfile"),
-        ("ssl_keyfile", "keyfile"),
-    ):
-        path = query.get(name)
-        if path is not None:
-            if not os.path.isfile(path):  # a stat, so that a typo fails at start-up
-                msg = f"{name} {path!r} is not a file"
-                raise ValueError(msg)
-            options[field] = path
-    if "ssl_ca_path" in query:
-        options["ca_path"] = query["ssl_ca_path"]
-    if "ssl_password" in query:
-        options["key_password"] = query["ssl_password"]
-    return options
-
-
-# --- scripts -----------------------------------------------------------------------
-
-
-class Script:
-    """A Lua script with its `EVALSHA` and `EVAL` command prefixes built once.
-
-    `command(keys_and_args, count)` gives the `EVALSHA` bytes for `count`
-    already-encoded keys and arguments; `fallback(...)` the `EVAL` bytes,
-    sent once when the server answers `NOSCRIPT` (its script cache was
-    flushed, or it restarted): `EVAL` runs the script and caches it again.
-    """
-
-    __slots__ = ("_eval", "_evalsha", "sha", "text")
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
-        sha = self.sha.encode()
-        body = text.encode()
-        self._evalsha = b"$7\r\nEVALSHA\r\n$40\r\n" + sha + b"\r\n"
-        self._eval = b"$4\r\nEVAL\r\n$%d\r\n%b\r\n" % (len(body), body)
-
-    def command(self, numkeys: int, tail: bytes, count: int) -> bytes:
-        """`EVALSHA sha numkeys <tail>`, with `count` items encoded in `tail`."""
-        return b"*%d\r\n%b$%d\r\n%d\r\n%b" % (
-            count + 3,
-            self._evalsha,
-            len(str(numkeys)),
-            numkeys,
-            tail,
-        )
-
-    def fallback(self, numkeys: int, tail: bytes, count: int) -> bytes:
-        """`EVAL script numkeys <tail>`."""
-        return b"*%d\r\n%b$%d\r\n%d\r\n%b" % (
-            count + 3,
-            self._eval,
-            len(str(numkeys)),
-            numkeys,
-            tail,
-        )
 
 
 # --- the connection ---------------------------------------------------------------
@@ -565,7 +232,7 @@ class RespClient:
         self.endpoint = endpoint
         self.timeout = timeout
         self.dead_after = max(dead_after, timeout)
-        self.reader_factory = _reader_factory()
+        self.reader_factory = reader_factory()
         self.loop = asyncio.get_running_loop()
         self._connection: _Connection | None = None
         self._connecting: asyncio.Task[_Connection] | None = None
