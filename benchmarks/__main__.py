@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running {name} ...", file=sys.stderr)
         results = asyncio.run(run_cases(module.cases(), rounds=args.rounds, requests=args.requests))
         print(table(results, module.TITLE), end="\n\n", flush=True)
+        summary = getattr(module, "summary", None)  # a suite's verdict on its targets
+        if summary is not None and (text := summary(results)):
+            print(text, end="\n\n", flush=True)
         saved[name] = to_json(results)
     if args.json:
         args.json.write_text(json.dumps({"environment": environment(), "suites": saved}, indent=1))

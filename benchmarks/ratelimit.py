@@ -8,9 +8,14 @@
 2. The layer over the bare app with memory:// for each strategy, beside the
    `limits` primitive (`limits.aio.strategies.*.hit`) on limits' storage and
    on apiguard's.
-3. The layer with redis:// on loopback for each strategy, beside one PING,
-   and `limits`' own fixed-window hit on its Redis storage; the round trips
-   per request are counted and printed before the timing.
+3. The layer with redis:// on loopback for each strategy, with one quota and
+   with two, on apiguard's RESP client (and with one quota on redis-py, as
+   before it; `APIGUARD_BENCH_REDISPY=0` leaves those out), beside a PING on
+   a raw asyncio socket, on apiguard's client and on redis-py, and `limits`'
+   own fixed-window hit on its Redis storage. The round trips per request
+   are counted (by the client, and by the server) and printed before the
+   timing; `summary()` sets each overhead against the target: round trips x
+   the client's PING + 10 µs.
 4. slowapi's decorator on the same app, as the peer.
 
 Redis: `APIGUARD_BENCH_REDIS=redis://...`, else a redis-server from PATH is
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import os
 import shutil
 import socket
@@ -44,8 +50,9 @@ from starlette.routing import Route
 
 from apiguard import RateLimitMiddleware, guard
 from apiguard.storage import MemoryStorage, Quota
+from apiguard.storage._resp import PyReader, ReplyError
 from benchmarks.apps import ORDER, starlette_app
-from benchmarks.driver import ASGICase, Case, FuncCase
+from benchmarks.driver import ASGICase, Case, FuncCase, Result, paired_overhead
 from benchmarks.driver import Request as BenchRequest
 
 TITLE = "ratelimit: µs per hit and per request"
@@ -153,6 +160,7 @@ def _layer_cases() -> list[Case]:
 # --- Redis ---------------------------------------------------------------------------
 
 
+@functools.cache
 def _redis_url() -> str:
     url = os.environ.get("APIGUARD_BENCH_REDIS")
     if url:
@@ -178,13 +186,66 @@ def _redis_url() -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
+class _RawPing(asyncio.Protocol):
+    """The floor: `PING` on a bare asyncio socket, no parser, no timeout, nothing else."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.waiter: asyncio.Future[bytes] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        assert self.waiter is not None
+        assert data == b"+PONG\r\n", data
+        self.waiter.set_result(data)
+
+    async def ping(self) -> bytes:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(b"PING\r\n")
+        return await self.waiter
+
+
+class RawPingCase(FuncCase):
+    """A raw-socket PING, connected on first use in the benchmark's event loop."""
+
+    def __init__(self, name: str, url: str) -> None:
+        super().__init__(name, self._ping, is_async=True)
+        self.url = url
+        self.protocol: _RawPing | None = None
+
+    async def _ping(self, i: int) -> bytes:
+        if self.protocol is None:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(self.url)
+            protocol = _RawPing()
+            await asyncio.get_running_loop().create_connection(
+                lambda: protocol, parts.hostname, parts.port
+            )
+            self.protocol = protocol
+        return await self.protocol.ping()
+
+
 class CountingCase(ASGICase):
-    """An ASGICase that counts the Redis round trips of its requests first."""
+    """An ASGICase that counts the Redis round trips of its requests first.
+
+    On apiguard's client, the commands it wrote (and the server's EVALSHA
+    count); on redis-py, the commands sent through `execute_command`.
+    """
+
+    def __init__(self, *args: Any, url: str, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self.url = url
+        self.round_trips = 0.0
 
     async def check(self) -> None:
         await super().check()
         import redis.asyncio
 
+        store = _store_of(self.app)
         sent: list[Any] = []
         original = redis.asyncio.Redis.execute_command
 
@@ -192,30 +253,104 @@ class CountingCase(ASGICase):
             sent.append(args[0])
             return await original(client, *args, **options)
 
+        before = _server_calls(self.url)
+        written = store._client.sent if store._client is not None else 0
         redis.asyncio.Redis.execute_command = counting  # type: ignore[method-assign]
         try:
             for template, body in self.templates * 20:
                 await self._one(template, body)
         finally:
             redis.asyncio.Redis.execute_command = original  # type: ignore[method-assign]
+        if store._client is not None:
+            commands = store._client.sent - written
+            what = "apiguard client"
+        else:
+            commands = len(sent)
+            what = f"redis-py {set(sent)}"
+        self.round_trips = commands / 20
+        server = (_server_calls(self.url) - before) / 20
         print(
-            f"  {self.name}: {len(sent) / 20:.2f} Redis round trips per request ({set(sent)})",
+            f"  {self.name}: {self.round_trips:.2f} Redis round trips per request ({what}); "
+            f"server counted {server:.2f} EVALSHA/EVAL",
             file=sys.stderr,
         )
 
 
+def _store_of(app: Any) -> Any:
+    """The RedisStore of the (built) rate-limit layer in a guarded app."""
+    layer = app.middleware_stack
+    while not isinstance(layer, RateLimitMiddleware):
+        layer = layer.app
+    return layer.store
+
+
+def _server_calls(url: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return sum(int(stats.get(f"cmdstat_{c}", {"calls": 0})["calls"]) for c in ("evalsha", "eval"))
+
+
+def _hiredis_reader() -> Any:
+    import hiredis
+
+    return hiredis.Reader(replyError=ReplyError)
+
+
+async def _ping_in_timeout(store: Any) -> Any:
+    """What a per-call `asyncio.timeout` would add (the client has its own deadline timer)."""
+    async with asyncio.timeout(0.25):
+        return await store.client().execute(b"*1\r\n$4\r\nPING\r\n")
+
+
+class _PingFirst:
+    """A pure-ASGI pass-through layer that awaits one PING on apiguard's client first."""
+
+    def __init__(self, app: Any, store: Any) -> None:
+        self.app = app
+        self.store = store
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.store.client().execute(b"*1\r\n$4\r\nPING\r\n")
+        await self.app(scope, receive, send)
+
+
+MULTI = "1000000/hour; 100000000/day"
+#: A URI option apiguard's client leaves to redis-py: the same layer on redis-py, for comparison.
+REDISPY = "?health_check_interval=0"
+
+
 def _redis_cases() -> list[Case]:
-    """3: the layer with redis:// on loopback, beside one PING and limits' own hit."""
+    """3: the layer with redis:// on loopback, beside PINGs of three clients and limits' own hit."""
     import redis.asyncio
+
+    from apiguard.storage import open_store
 
     url = _redis_url()
     ping_client = redis.asyncio.Redis.from_url(url)
+    ours = open_store(url, timeout=1.0)
     limits_redis = FixedWindowRateLimiter(
         storage_from_string("async+" + url, implementation="redispy")
     )
     item = parse(HIGH)
     cases: list[Case] = [
-        FuncCase("redis PING (one round trip)", lambda i: ping_client.ping(), is_async=True),
+        RawPingCase("PING: raw asyncio socket", url),
+        FuncCase(
+            "PING: apiguard client",
+            lambda i: ours.client().execute(b"*1\r\n$4\r\nPING\r\n"),  # type: ignore[union-attr]
+            is_async=True,
+        ),
+        FuncCase(
+            "PING: apiguard client inside asyncio.timeout",
+            lambda i: _ping_in_timeout(ours),
+            is_async=True,
+            baseline="PING: apiguard client",
+        ),
+        FuncCase("PING: redis-py", lambda i: ping_client.ping(), is_async=True),
         FuncCase(
             "primitive: limits fixed-window.hit on RedisStorage (redispy)",
             lambda i: _hit_primitive(limits_redis, item),
@@ -223,15 +358,146 @@ def _redis_cases() -> list[Case]:
             unit="hit",
         ),
     ]
-    for strategy in STRATEGIES:
-        app = guard(
-            starlette_app(),
-            Middleware(RateLimitMiddleware, limit=HIGH, strategy=strategy, storage=url),
-        )
+    # The reply parsers apiguard's client chooses between, on a script's reply.
+    reply = b"*4\r\n:1\r\n:17\r\n:41234\r\n:-1\r\n"
+    for label, make in (("hiredis", _hiredis_reader), ("pure Python", PyReader)):
+        reader = make()
         cases.append(
-            CountingCase(f"+ ratelimit redis:// {strategy}", app, GET, baseline="starlette GET")
+            FuncCase(
+                f"parse a 4-integer reply: {label}",
+                lambda i, reader=reader: (reader.feed(reply), reader.gets()),
+                unit="reply",
+            )
         )
+    # The floor of any layer that makes one round trip: the same PING, awaited
+    # by a pass-through layer before the app. It costs more than PING + the
+    # bare app: after waiting on the socket, the app's own work runs on
+    # colder caches (measured here: ~+15 µs over the sum).
+    cases.append(
+        ASGICase(
+            "+ a layer awaiting one PING (floor)",
+            _PingFirst(starlette_app(), ours),
+            GET,
+            baseline="starlette GET",
+        )
+    )
+    variants = [("", HIGH, url), (" 2 quotas", MULTI, url)]
+    if os.environ.get("APIGUARD_BENCH_REDISPY", "1") == "1":
+        variants.append((" (redis-py)", HIGH, url + REDISPY))
+    for strategy in STRATEGIES:
+        for label, limit, storage in variants:
+            app = guard(
+                starlette_app(),
+                Middleware(RateLimitMiddleware, limit=limit, strategy=strategy, storage=storage),
+            )
+            cases.append(
+                CountingCase(
+                    f"+ ratelimit redis:// {strategy}{label}",
+                    app,
+                    GET,
+                    baseline="starlette GET",
+                    url=url,
+                )
+            )
     return cases
+
+
+def server_costs(url: str, calls: int = 2000) -> str:
+    """Server time per call of each script, before (issue 5) and now: INFO commandstats.
+
+    Calls one after the other, as the layer makes them, on a fresh key
+    each window; `usec_per_call` is what the server spent running the
+    command (the script's own commands included), not the round trip.
+    """
+    import redis
+
+    from apiguard.storage import _scripts
+    from benchmarks import _scripts_issue5 as before
+
+    client = redis.Redis.from_url(url)
+    hour = 3_600_000
+    big = 10**9
+
+    def per_call(command: str, run: Any) -> float:
+        client.config_resetstat()
+        for _ in range(calls):
+            run()
+        stats = client.info("commandstats")
+        return float(stats[f"cmdstat_{command}"]["usec_per_call"])
+
+    def script(text: str, keys: list[str], args: list[int]) -> float:
+        sha = client.script_load(text)
+        return per_call("evalsha", lambda: client.evalsha(sha, len(keys), *keys, *args))
+
+    from apiguard.storage._scripts import _fixed_keys, _sliding_args, _ttl_ms
+
+    rows = []
+    for strategy in STRATEGIES:
+        old, new = before.SCRIPTS[strategy], _scripts.SCRIPTS[strategy]
+        for count in (1, 2):
+            quotas = [Quota(f"q{i}", big, 3600) for i in range(count)]
+            old_keys = [f"{{k}}:old:{i}" for i in range(count)]
+            client.flushdb()
+            was = script(old, old_keys, [1] + [big, hour] * count)
+            now = time.time()
+            if strategy == "fixed-window" and count == 1:
+                # No script: INCRBY, plus PEXPIRE on a window's first hit.
+                name = _fixed_keys("k", quotas, now)[0][0]
+                cost = per_call("incrby", lambda name=name: client.incrby(name, 1))
+                what = "INCRBY, no script"
+            elif strategy == "fixed-window":
+                keys, resets = _fixed_keys("k", quotas, now)
+                args = [1]
+                for quota, reset in zip(quotas, resets, strict=True):
+                    args += (quota.amount, _ttl_ms(reset))
+                cost, what = script(new, keys, args), "EVALSHA"
+            elif strategy == "sliding-window-counter":
+                cost, what = script(new, *_sliding_args("k", quotas, 1, now)), "EVALSHA"
+            else:
+                keys = [f"{{k}}:new:{i}" for i in range(count)]
+                cost, what = script(new, keys, [1] + [big, hour] * count), "EVALSHA"
+            rows.append(f"| {strategy} | {count} | {was:.2f} | {cost:.2f} ({what}) |")
+    ping = per_call("ping", client.ping)
+    client.flushdb()
+    client.close()
+    return "\n".join(
+        [
+            f"Server time per call (INFO commandstats usec_per_call, {calls} calls one after "
+            f"the other; PING {ping:.2f} µs):",
+            "",
+            "| strategy | quotas | issue 5 µs | now µs |",
+            "|---|---:|---:|---:|",
+            *rows,
+        ]
+    )
+
+
+def summary(results: list[Result]) -> str:
+    """The Redis path against its target: round trips x one PING + 10 µs."""
+    by_name = {r.case.name: r for r in results}
+    ping = by_name.get("PING: apiguard client")
+    if ping is None:
+        return ""
+    floor = by_name["+ a layer awaiting one PING (floor)"]
+    floor_overhead = paired_overhead(floor, by_name["starlette GET"])[0]
+    lines = [
+        "Target: overhead <= round trips x PING (apiguard client, "
+        f"{ping.median:.1f} µs here) + 10 µs. Floor: a layer that only awaits "
+        f"one PING adds {floor_overhead:.1f} µs.",
+        "",
+        "| case | round trips | target µs | overhead µs | margin µs | over the floor µs |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for result in results:
+        case = result.case
+        if isinstance(case, CountingCase) and case.baseline is not None:
+            target = case.round_trips * ping.median + 10
+            overhead = paired_overhead(result, by_name[case.baseline])[0]
+            lines.append(
+                f"| {case.name} | {case.round_trips:.2f} | {target:.1f} | {overhead:.1f} "
+                f"| {target - overhead:+.1f} | {overhead - floor_overhead:+.1f} |"
+            )
+    return "\n".join(lines) + "\n\n" + server_costs(_redis_url())
 
 
 # --- slowapi -------------------------------------------------------------------------

@@ -64,9 +64,11 @@ def redis_server_binary() -> str:
 class RedisServer:
     """A redis-server process the tests own: start, kill, restart, freeze, thaw."""
 
-    def __init__(self, binary: str, port: int | None = None) -> None:
+    def __init__(self, binary: str, port: int | None = None, args: Sequence[str] = ()) -> None:
         self.binary = binary
         self.port = port or free_port()
+        #: More configuration (`--requirepass`, `--tls-port`, ...), after the defaults.
+        self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -91,6 +93,7 @@ class RedisServer:
                 "no",
                 "--protected-mode",
                 "yes",
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

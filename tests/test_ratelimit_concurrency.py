@@ -72,8 +72,13 @@ async def test_two_uvicorn_workers_sharing_redis_admit_exactly_the_limit(
         limits = httpx.Limits(max_connections=64)
         async with httpx.AsyncClient(base_url=server.url, timeout=20, limits=limits) as http:
             # Both workers up before the burst (the exempt /health costs no quota).
+            # A new connection per probe: pooled ones would all stay with the
+            # worker that accepted the first round, and never reach the other.
+            close = {"connection": "close"}
             for _ in range(50):
-                health = await asyncio.gather(*(http.get("/health") for _ in range(20)))
+                health = await asyncio.gather(
+                    *(http.get("/health", headers=close) for _ in range(20))
+                )
                 if len({r.headers["x-worker-pid"] for r in health}) == 2:
                     break
             responses = await asyncio.gather(*(http.get("/whoami") for _ in range(N)))

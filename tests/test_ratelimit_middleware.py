@@ -21,9 +21,19 @@ QUOTA_EXCEEDED = "https://iana.org/assignments/http-problem-types#quota-exceeded
 START = 1_700_000_000.0
 
 
-async def test_fixed_window_headers_follow_the_draft_at_each_step() -> None:
-    """Q and w constant; r counts down; t is the window's end; 429 + Retry-After past it."""
-    app = limited_app(limit="3/minute")
+@pytest.mark.parametrize("store", ["memory", "redis"])
+@pytest.mark.usefixtures("close_stores")
+async def test_fixed_window_headers_follow_the_draft_at_each_step(
+    store: str, request: pytest.FixtureRequest
+) -> None:
+    """Q and w constant; r counts down; t is the window's end; 429 + Retry-After past it.
+
+    On Redis too: fixed windows are aligned on apiguard's clock there as well.
+    """
+    storage = "memory://"
+    if store == "redis":
+        storage = request.getfixturevalue("redis_url")
+    app = limited_app(limit="3/minute", storage=storage)
     with FrozenClock(wall=START) as clock:
         async with client(app) as http:
             first = await http.get("/orders")
@@ -367,6 +377,7 @@ async def _never(*args: Any) -> Any:
         ({"limit": "1/second", "storage": "postgres://db"}, "unknown scheme 'postgres'"),
         ({"limit": "1/second", "storage": "redis+sentinel://h:26379"}, "names no sentinel"),
         ({"limit": "1/second", "storage": "redis://:hunter2@h:x"}, r"\*\*\*"),
+        ({"limit": "1/second", "storage": "redis://h:6379/x?password=hunter2"}, r"=\*\*\*"),
         ({"limit": "1/second", "cost": {"/orders": 0}}, "cost: 0 for route '/orders'"),
         ({"limit": "2/second", "cost": {"/orders": 3}}, "could never be admitted"),
         ({"limit": "1/second", "exempt": "/health"}, "exempt: '/health'"),

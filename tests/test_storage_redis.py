@@ -10,7 +10,14 @@ import redis
 
 from apiguard import StorageError
 from apiguard.ratelimit import by_api_key
-from apiguard.storage import LimitsStore, Quota, RedisStore, StoreBreaker, open_store
+from apiguard.storage import (
+    LimitsStore,
+    Quota,
+    RedisStore,
+    RemoteStore,
+    StoreBreaker,
+    open_store,
+)
 from apiguard.testing import FrozenClock
 from tests.ratelimit_helpers import client, limited_app, ratelimit
 
@@ -49,32 +56,44 @@ async def test_a_refusal_by_one_quota_is_counted_by_none(redis_url: str, strateg
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.usefixtures("close_stores")
 async def test_one_round_trip_per_request_whatever_the_strategy(
-    redis_url: str, strategy: str
+    redis_url: str, strategy: str, close_stores: list[RemoteStore]
 ) -> None:
     """One EVALSHA a request, several quotas included, and nothing else on the wire."""
-    import redis.asyncio
-
-    sent: list[object] = []
-    original = redis.asyncio.Redis.execute_command
-
-    async def counting(self: redis.asyncio.Redis, *args: object, **options: object) -> object:
-        sent.append(args[0])
-        return await original(self, *args, **options)
-
     app = limited_app(limit="50/second; 1000/hour", strategy=strategy, storage=redis_url)
     async with client(app) as http:
-        await http.get("/orders")  # a new client loads the script (NOSCRIPT, SCRIPT LOAD)
+        await http.get("/orders")  # a new server has no script yet (NOSCRIPT, then EVAL)
+        # guard() builds each layer once to validate it, the app once more: the one used.
+        (store,) = [s for s in close_stores if isinstance(s, RedisStore) and s._client]
+        sent = store.client().sent
         before = _evalsha_calls(redis_url)
-        redis.asyncio.Redis.execute_command = counting  # type: ignore[method-assign]
-        try:
+        for _ in range(20):
+            assert (await http.get("/orders")).status_code == 200
+    assert store.client().sent - sent == 20  # the commands the client wrote
+    assert _evalsha_calls(redis_url) - before == 20  # as the server counted them
+
+
+async def test_one_quota_fixed_window_is_one_incrby_and_no_script(
+    redis_url: str, close_stores: list[RemoteStore]
+) -> None:
+    """The common case: one round trip, a plain INCRBY, PEXPIRE once per window."""
+    app = limited_app(limit="1000/hour", storage=redis_url)
+    sync = redis.Redis.from_url(redis_url)
+    sync.config_resetstat()
+    with FrozenClock():  # one window throughout
+        async with client(app) as http:
             for _ in range(20):
                 assert (await http.get("/orders")).status_code == 200
-        finally:
-            redis.asyncio.Redis.execute_command = original  # type: ignore[method-assign]
-    assert sent == ["EVALSHA"] * 20  # the client's round trips
-    assert _evalsha_calls(redis_url) - before == 20  # as the server counted them
+    async with client(app) as http:
+        (store,) = [s for s in close_stores if isinstance(s, RedisStore) and s._client]
+        sent = store.client().sent
+        assert await store.client().command("PING") == b"PONG"  # the last PEXPIRE has landed
+    stats = sync.info("commandstats")
+    assert sent == 20  # round trips: one a request (the PEXPIRE rides behind the first)
+    assert stats["cmdstat_incrby"]["calls"] == 20
+    assert stats["cmdstat_pexpire"]["calls"] == 1  # the window's first hit only
+    assert "cmdstat_evalsha" not in stats
+    assert "cmdstat_eval" not in stats
 
 
 @pytest.mark.slow
@@ -222,3 +241,74 @@ async def test_changing_the_strategy_of_a_limiter_never_meets_old_keys(redis_url
     for strategy in STRATEGIES:
         acquire = open_store(redis_url).acquirer(strategy)  # type: ignore[union-attr, arg-type]
         assert (await acquire("k", (Quota("same", 5, 60),), 1)).used == (1,)
+
+
+# --- the fixed window on apiguard's clock ----------------------------------------
+
+
+@pytest.mark.usefixtures("close_stores")
+async def test_fixed_window_counters_are_named_by_window_and_expire_with_it(
+    redis_url: str,
+) -> None:
+    """One counter per window index; the first hit sets its expiry: window end + 1 s grace."""
+    store = open_store(redis_url)
+    assert isinstance(store, RedisStore)
+    acquire = store.acquirer("fixed-window")
+    sync = redis.Redis.from_url(redis_url)
+    with FrozenClock(wall=1_700_000_000.0) as clock:  # 20 s into a minute
+        verdict = await acquire("k", (Quota("q", 5, 60),), 1)
+        assert verdict.reset == (40.0,)
+        await acquire("k", (Quota("q", 5, 60),), 1)
+        clock.advance(40)  # the next minute: a new counter
+        assert (await acquire("k", (Quota("q", 5, 60),), 1)).used == (1,)
+    # The expiry was pipelined behind the INCRBY, unawaited: one more round
+    # trip on the same connection, and its reply has been read.
+    assert await store.client().command("PING") == b"PONG"
+    keys = sorted(k.decode() for k in sync.keys("*"))
+    assert keys == [
+        "apiguard:{k}:fw:q:28333333",
+        "apiguard:{k}:fw:q:28333334",
+    ]
+    assert sync.get(keys[0]) == b"2"
+    # Expiries are relative (set from apiguard's clock, run on the server's).
+    assert 40_000 < sync.pttl(keys[0]) <= 41_000
+    assert 60_000 < sync.pttl(keys[1]) <= 61_000
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("store", ["memory", "redis"])
+@pytest.mark.usefixtures("close_stores")
+async def test_mixed_costs_stay_exact_under_concurrency(
+    store: str, strategy: str, request: pytest.FixtureRequest
+) -> None:
+    """Requests of 1 and 7 units at once never take more than the quota, and fill it exactly.
+
+    A refused 7-unit request must not make a 1-unit request that fits look
+    refused: the script takes its units back atomically.
+    """
+    import asyncio
+    import random
+
+    storage = "memory://"
+    if store == "redis":
+        storage = request.getfixturevalue("redis_url")
+    app = limited_app(
+        limit="50/hour",
+        strategy=strategy,
+        storage=storage,
+        store_timeout=5.0,
+        cost={"POST /orders": 7},
+    )
+    methods = ["GET"] * 120 + ["POST"] * 30
+    random.Random(5).shuffle(methods)
+    async with client(app) as http:
+        responses = await asyncio.gather(*(http.request(m, "/orders") for m in methods))
+        units = sum(
+            (7 if m == "POST" else 1)
+            for m, r in zip(methods, responses, strict=True)
+            if r.status_code == 200
+        )
+        assert units <= 50
+        while (await http.get("/orders")).status_code == 200:  # fill what is left, unit by unit
+            units += 1
+    assert units == 50

@@ -26,6 +26,9 @@ class StorageError(Exception):
 
 
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^@/]*)@")
+#: Secrets given as URI query options (redis-py reads `password` and
+#: `ssl_password` there too).
+_QUERY_SECRET = re.compile(r"(?P<name>[?&](?:ssl_)?password=)[^&#\s']*")
 
 
 def redact(value: object) -> str:
@@ -36,10 +39,14 @@ def redact(value: object) -> str:
         "'redis://:***@cache:6379/0'"
         >>> redact("redis://user:pw@cache")
         "'redis://user:***@cache'"
+        >>> redact("redis://cache:6379?password=pw&db=1")
+        "'redis://cache:6379?password=***&db=1'"
     """
 
     def _mask(match: re.Match[str]) -> str:
         user, sep, _password = match["userinfo"].partition(":")
         return f"{match['scheme']}{user}{sep}{'***' if sep else ''}@"
 
-    return repr(_USERINFO.sub(_mask, value) if isinstance(value, str) else value)
+    if not isinstance(value, str):
+        return repr(value)
+    return repr(_QUERY_SECRET.sub(r"\g<name>***", _USERINFO.sub(_mask, value)))

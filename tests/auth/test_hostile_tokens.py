@@ -146,7 +146,9 @@ HOSTILE: dict[str, Callable[[Keys], str]] = {
     "stripped-signature": lambda k: sign_raw(k["RS256"], _header(k["RS256"]), GOOD).rsplit(".", 1)[
         0
     ],
-    "truncated-signature": _with_segment(2, lambda s: s[:-8]),
+    # Whole 4-character groups: canonical base64url, so the signature check
+    # itself refuses (cutting mid-group is the non-canonical case, tested apart).
+    "truncated-signature": _with_segment(2, lambda s: s[: len(s) - len(s) % 4 - 8]),
     "signature-of-another-token": lambda k: ".".join(
         sign_raw(k["RS256"], _header(k["RS256"]), GOOD).split(".")[:2]
         + sign_raw(k["RS256"], _header(k["RS256"]), {**GOOD, "sub": "eve"}).split(".")[2:]
@@ -291,7 +293,7 @@ CAUSES = {
     "hs256-with-public-jwk": "algorithm",
     "empty-signature": "malformed",
     "stripped-signature": "malformed",
-    "truncated-signature": "malformed",
+    "truncated-signature": "signature",
     "signature-of-another-token": "signature",
     "attacker-key-same-kid": "signature",
     "ecdsa-psychic-signature": "signature",

@@ -2,11 +2,13 @@
 
 - `memory://` (the default) is apiguard's own [`MemoryStorage`][apiguard.storage.MemoryStorage]:
   O(1) a hit whatever the number of keys, one per layer instance and process.
-- `redis://`, `rediss://`, `redis+unix://`, `redis+cluster://`,
-  `redis+sentinel://` (and the `valkey` forms), written as for slowapi, map
-  to `limits`' async Redis storages with the redis-py client, exceptions
-  wrapped, sentinel reads from the primary; apiguard runs its own scripts on
-  them (one round trip a request).
+- `redis://`, `rediss://`, `redis+unix://` (and the `valkey` forms), written
+  as for slowapi, are served by apiguard's own RESP client (one multiplexed
+  connection per event loop); `redis+cluster://`, `redis+sentinel://`, and a
+  single-node URI with an option that client does not know, map to
+  `limits`' async Redis storages with the redis-py client, exceptions
+  wrapped, sentinel reads from the primary. apiguard runs its own scripts on
+  either (one round trip a request).
 - `memcached://`, `mongodb://`, `mongodb+srv://`, and any `async+...` URI
   `limits` knows, go through `limits`' own async storage API.
 
@@ -34,6 +36,7 @@ from apiguard.storage._base import (
 )
 from apiguard.storage._guard import StoreBreaker
 from apiguard.storage._remote import LimitsStore, RedisStore, RemoteStore
+from apiguard.storage._resp import parse_redis_uri
 from apiguard.storage.memory import MemoryStorage
 
 __all__ = [
@@ -125,8 +128,15 @@ def open_store(
     if not math.isfinite(timeout):
         msg = f"store_timeout: {timeout!r} is not finite"
         raise ConfigError(msg)
+    endpoint = None
+    if bare in _REDIS:
+        try:
+            endpoint = parse_redis_uri(uri)
+        except ValueError as exc:
+            msg = f"{option}: {shown} is not a valid storage URI ({redact(str(exc))[1:-1]})"
+            raise ConfigError(msg) from None
     family = bare.partition("+")[0].removesuffix("s")
-    if family in _NEEDS:
+    if family in _NEEDS and endpoint is None:
         modules, extra = _NEEDS[family]
         if not any(importlib.util.find_spec(module) for module in modules):
             msg = f"{option}: {shown} needs the {modules[0]!r} package: pip install {extra!r}"
@@ -140,7 +150,8 @@ def open_store(
         if bare.endswith("+sentinel") and not (parsed.path or "").strip("/"):
             msg = f"{option}: {shown} names no sentinel service (redis+sentinel://host:26379/mymaster)"
             raise ConfigError(msg)
-        return RedisStore(target, shown, timeout, _redis_options(bare, timeout))
+        options = _redis_options(bare, timeout) if endpoint is None else {}
+        return RedisStore(target, shown, timeout, options, endpoint)
     return LimitsStore(target, shown, timeout, {})
 
 
