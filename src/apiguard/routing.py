@@ -55,6 +55,8 @@ _PARAM_TYPE = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*):[a-zA-Z_][a-zA-Z0-9_]*\}")
 _SEGMENT_CONVERTORS: Final = (StringConvertor, IntegerConvertor, FloatConvertor, UUIDConvertor)
 _HTTP: Final = ("http",)
 _WEBSOCKET: Final = ("websocket",)
+#: A WebSocket route is reached by a GET handshake (RFC 6455 §4.1): keyed as GET.
+_HANDSHAKE: Final = frozenset({"GET"})
 _BOTH: Final = ("http", "websocket")
 
 
@@ -351,7 +353,8 @@ class _Compiler:
         prefix: str,
         host: str | None,
     ) -> None:
-        match = RouteMatch(prefix + path_format, host, methods)
+        keyed = _HANDSHAKE if types is _WEBSOCKET else methods
+        match = RouteMatch(prefix + path_format, host, keyed)
         level.add(_Entry(_LEAF, types, regex, methods, match), path_format, convertors)
 
     def route(self, level: _Level, route: Any, prefix: str, host: str | None) -> None:
@@ -494,7 +497,11 @@ class Resolver:
         )
         if self._host_dependent:
             host = next((v for k, v in scope["headers"] if k == b"host"), b"")
-            key += (host[:_MAX_CACHED_PATH].decode("latin-1"),)
+            if len(host) > _MAX_CACHED_PATH:
+                # Never a truncated Host in a key: two hosts sharing a prefix
+                # would share an entry while the router tells them apart.
+                return self.resolve_uncached(scope)
+            key += (host.decode("latin-1"),)
         slot = self._cache.get(key)
         if slot is not None:
             slot[1] = True
@@ -742,6 +749,10 @@ class RoutePolicies(Generic[P]):
         router = find_router(app)
         if router is None or not self._policies:
             return
+        # A layer that wraps the app directly (not inside it) sees no
+        # scope["app"]: it resolves with the router it wraps, never with the
+        # templates as written (a mount's "/admin/{path}" is one segment there).
+        self._fallback = resolver_for(router)
         # One template often has several routes (FastAPI's @app.get and
         # @app.post on "/orders"): known() unites their methods.
         known = resolver_for(router).known()
@@ -775,7 +786,8 @@ class RoutePolicies(Generic[P]):
         by_method = by_key.get(match.key)
         if by_method is None:
             return self.default
-        method = scope.get("method")
+        # A WebSocket handshake is a GET: "GET /ws" keys apply to it.
+        method = scope.get("method", "GET")
         policy = by_method.get(method)
         if policy is None:
             if method == "HEAD":
@@ -820,18 +832,22 @@ def _fallback_resolver(option: str, keys: list[tuple[str | None, str]]) -> Resol
             by_target[key] = None
         elif key not in by_target or by_target[key] is not None:
             by_target.setdefault(key, set()).add(method)  # type: ignore[union-attr]
+
+    def leaves(path: str, methods: set[str] | None) -> list[BaseRoute]:
+        found: list[BaseRoute] = [
+            Route(path, _no_endpoint, methods=sorted(methods) if methods else None)
+        ]
+        if methods is None or "GET" in methods:  # a WebSocket handshake is a GET
+            found.append(WebSocketRoute(path, _no_endpoint))
+        return found
+
     for key, methods in by_target.items():
         try:
             if key.startswith("/"):
-                routes.append(
-                    Route(key, _no_endpoint, methods=sorted(methods) if methods else None)
-                )
+                routes += leaves(key, methods)
             else:
                 host, _, path = key.partition("/")
-                inner = Router(
-                    [Route("/" + path, _no_endpoint, methods=sorted(methods) if methods else None)]
-                )
-                routes.append(Host(host, inner))
+                routes.append(Host(host, Router(leaves("/" + path, methods))))
         except (AssertionError, ValueError) as exc:
             msg = f"{option}: route {key!r} is not a valid Starlette path template ({exc})"
             raise ConfigError(msg) from exc

@@ -205,7 +205,10 @@ class AuthMiddleware:
         self._routes: RoutePolicies[_Policy] = RoutePolicies(
             "public/optional/scopes", merged, _Policy(_REQUIRED)
         )
-        self.app = checked_at_startup(app, *(lambda c=c: c.bind(app) for c in checks))
+        # The per-option tables name the option in errors; the merged table,
+        # bound last, is the one requests are resolved with.
+        binds = [*(lambda c=c: c.bind(app) for c in checks), lambda: self._routes.bind(app)]
+        self.app = checked_at_startup(app, *binds)
 
     def _scoped(self, names: frozenset[str], realm: str) -> _Policy:
         policy = _Policy(_REQUIRED, names)
