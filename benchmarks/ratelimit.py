@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from limits import parse
@@ -226,7 +227,14 @@ class RawPingCase(FuncCase):
                 lambda: protocol, parts.hostname, parts.port
             )
             self.protocol = protocol
+            _OPENED.append(self._close)
         return await self.protocol.ping()
+
+    async def _close(self) -> None:
+        if self.protocol is not None and self.protocol.transport is not None:
+            self.protocol.transport.close()
+            await asyncio.sleep(0)  # let the transport finish closing
+        self.protocol = None
 
 
 class CountingCase(ASGICase):
@@ -324,6 +332,16 @@ MULTI = "1000000/hour; 100000000/day"
 REDISPY = "?health_check_interval=0"
 
 
+#: What the Redis rows opened, closed by `aclose()` (a run in a longer-lived loop: the tests).
+_OPENED: list[Callable[[], Awaitable[Any]]] = []
+
+
+async def aclose() -> None:
+    """Close every Redis connection the cases opened."""
+    while _OPENED:
+        await _OPENED.pop()()
+
+
 def _redis_cases() -> list[Case]:
     """3: the layer with redis:// on loopback, beside PINGs of three clients and limits' own hit."""
     import redis.asyncio
@@ -333,8 +351,10 @@ def _redis_cases() -> list[Case]:
     url = _redis_url()
     ping_client = redis.asyncio.Redis.from_url(url)
     ours = open_store(url, timeout=1.0)
-    limits_redis = FixedWindowRateLimiter(
-        storage_from_string("async+" + url, implementation="redispy")
+    limits_storage = storage_from_string("async+" + url, implementation="redispy")
+    limits_redis = FixedWindowRateLimiter(limits_storage)
+    _OPENED.extend(
+        [ping_client.aclose, ours.aclose, lambda: limits_storage.bridge.get_connection().aclose()]
     )
     item = parse(HIGH)
     cases: list[Case] = [
@@ -390,6 +410,7 @@ def _redis_cases() -> list[Case]:
                 starlette_app(),
                 Middleware(RateLimitMiddleware, limit=limit, strategy=strategy, storage=storage),
             )
+            _OPENED.append(lambda app=app: _store_of(app).aclose())
             cases.append(
                 CountingCase(
                     f"+ ratelimit redis:// {strategy}{label}",
