@@ -43,21 +43,40 @@ def _parse_ip(text: str) -> _IPAddress | None:
     return address
 
 
-class _ByIP:
-    __slots__ = ("_cache", "_trust_cache", "_trusted", "ipv4_prefix", "ipv6_prefix")
+#: The proxy headers `by_ip` can read, by lowercase name: how to split each
+#: into hops.
+_PROXY_HEADERS: Final = {"x-forwarded-for": "X-Forwarded-For", "forwarded": "Forwarded"}
 
-    def __init__(self, trusted: Sequence[_Network], ipv4_prefix: int, ipv6_prefix: int) -> None:
+
+class _ByIP:
+    __slots__ = (
+        "_cache",
+        "_header",
+        "_hops",
+        "_trust_cache",
+        "_trusted",
+        "ipv4_prefix",
+        "ipv6_prefix",
+        "proxy_header",
+    )
+
+    def __init__(
+        self, trusted: Sequence[_Network], ipv4_prefix: int, ipv6_prefix: int, proxy_header: str
+    ) -> None:
         self._trusted = tuple(trusted)
         self.ipv4_prefix = ipv4_prefix
         self.ipv6_prefix = ipv6_prefix
+        self.proxy_header = proxy_header
+        self._header = proxy_header.lower().encode("latin-1")
+        self._hops = _forwarded_hops if self._header == b"forwarded" else _x_forwarded_for_hops
         self._cache: dict[str, str] = {}
         self._trust_cache: dict[str, bool] = {}
 
     def __repr__(self) -> str:
         proxies = [str(network) for network in self._trusted]
         return (
-            f"by_ip(trusted_proxies={proxies!r}, ipv4_prefix={self.ipv4_prefix}, "
-            f"ipv6_prefix={self.ipv6_prefix})"
+            f"by_ip(trusted_proxies={proxies!r}, proxy_header={self.proxy_header!r}, "
+            f"ipv4_prefix={self.ipv4_prefix}, ipv6_prefix={self.ipv6_prefix})"
         )
 
     def __call__(self, scope: Scope, /) -> str | None:
@@ -101,8 +120,9 @@ class _ByIP:
         return trusted
 
     def _through_proxies(self, scope: Scope, peer: str) -> str:
-        """The first untrusted hop, reading proxy headers right to left."""
-        hops = _forwarded_hops(scope)
+        """The first untrusted hop, reading the proxy header right to left."""
+        values = [v for k, v in scope["headers"] if k == self._header]
+        hops = self._hops(b",".join(values).decode("latin-1")) if values else []
         current = peer
         for hop in reversed(hops):
             address = _parse_ip(hop)
@@ -117,33 +137,33 @@ class _ByIP:
         return current
 
 
-def _forwarded_hops(scope: Scope) -> list[str]:
-    """`for=` values of every `Forwarded` field, else every `X-Forwarded-For` hop, in order.
+# Several fields of one name are one list (RFC 9110 §5.3): the callers join
+# every field of the header, in order, as proxies append them.
 
-    Several fields of one name are one list (RFC 9110 §5.3), so several
-    `X-Forwarded-For` headers are joined, as proxies append them.
-    """
-    forwarded = [v for k, v in scope["headers"] if k == b"forwarded"]
-    if forwarded:
-        hops = []
-        for element in b",".join(forwarded).decode("latin-1").split(","):
-            for pair in element.split(";"):
-                name, _, value = pair.strip().partition("=")
-                if name.lower() == "for":
-                    hops.append(value)
-                    break
-            else:
-                hops.append("")  # an element without for=: an unknown hop
-        return hops
-    values = [v for k, v in scope["headers"] if k == b"x-forwarded-for"]
-    if not values:
-        return []
-    return [hop for hop in b",".join(values).decode("latin-1").split(",") if hop.strip()]
+
+def _forwarded_hops(value: str) -> list[str]:
+    """The `for=` value of each element of a `Forwarded` list (RFC 7239 §4), in order."""
+    hops = []
+    for element in value.split(","):
+        for pair in element.split(";"):
+            name, _, node = pair.strip().partition("=")
+            if name.lower() == "for":
+                hops.append(node)
+                break
+        else:
+            hops.append("")  # an element without for=: an unknown hop
+    return hops
+
+
+def _x_forwarded_for_hops(value: str) -> list[str]:
+    """The hops of an `X-Forwarded-For` list, in order."""
+    return [hop for hop in value.split(",") if hop.strip()]
 
 
 def by_ip(
     *,
     trusted_proxies: Iterable[str] = (),
+    proxy_header: str = "X-Forwarded-For",
     ipv6_prefix: int = 64,
     ipv4_prefix: int = 32,
 ) -> KeyFunc:
@@ -153,8 +173,8 @@ def by_ip(
     run uvicorn with `--proxy-headers --forwarded-allow-ips=<proxy>` and
     the server itself puts the client's address there. Or give
     `trusted_proxies`: then, and only when the peer is one of them, the
-    `Forwarded` (else `X-Forwarded-For`) hops are read right to left,
-    skipping trusted proxies, and the first untrusted one is the client.
+    hops of `proxy_header` are read right to left, skipping trusted
+    proxies, and the first untrusted one is the client.
 
     IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`) count as the IPv4
     address; IPv6 addresses are grouped by prefix, since one host commonly
@@ -162,16 +182,22 @@ def by_ip(
 
     Security: without `trusted_proxies`, `X-Forwarded-For` and `Forwarded`
     are ignored, since any client can send them. List only proxies you run:
-    a trusted hop's header is believed.
+    a trusted hop's header is believed. Only `proxy_header` is read, never
+    the other one: proxies append the client to the header they write and
+    pass the client's own copy of the other through, so reading whichever
+    is present would let a client pick its own key.
 
     Args:
         trusted_proxies: CIDRs (`"10.0.0.0/8"`) or addresses of your proxies.
+        proxy_header: The one header your proxies append the client to:
+            `"X-Forwarded-For"` (nginx, HAProxy, AWS ALB, Cloudflare) or
+            `"Forwarded"` (RFC 7239). Read only from trusted proxies.
         ipv6_prefix: Prefix length IPv6 clients are grouped by (1-128).
         ipv4_prefix: Prefix length IPv4 clients are grouped by (1-32).
 
     Raises:
-        ConfigError: a proxy is not an address or network, or a prefix is
-            out of range.
+        ConfigError: a proxy is not an address or network, `proxy_header`
+            is neither header, or a prefix is out of range.
 
     Examples:
         >>> key = by_ip()
@@ -194,7 +220,11 @@ def by_ip(
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
             msg = f"by_ip: {option} {value!r} is not an integer from 1 to {top}"
             raise ConfigError(msg)
-    return _ByIP(networks, ipv4_prefix, ipv6_prefix)
+    header: object = proxy_header
+    if not isinstance(header, str) or header.lower() not in _PROXY_HEADERS:
+        msg = f"by_ip: proxy_header {proxy_header!r} is not 'X-Forwarded-For' or 'Forwarded'"
+        raise ConfigError(msg)
+    return _ByIP(networks, ipv4_prefix, ipv6_prefix, _PROXY_HEADERS[header.lower()])
 
 
 class _ByPrincipal:
