@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -46,8 +47,34 @@ def test_ipv6_prefix_is_configurable() -> None:
     assert by_ip(ipv4_prefix=24)(scope("203.0.113.9")) == "203.0.113.0/24"
 
 
-def test_no_client_address_means_no_key() -> None:
-    assert by_ip()(scope(None)) is None
+def test_peers_without_an_address_share_one_key_and_are_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Review finding 6: no client address (a unix socket) is one shared key, never no key."""
+    key = by_ip()
+    with caplog.at_level(logging.WARNING, logger="apiguard.ratelimit"):
+        assert key(scope(None)) == "unix"
+        assert key({"type": "http", "client": ("", 0), "headers": []}) == "unix"
+        assert key(scope(None, ("X-Forwarded-For", "198.51.100.7"))) == "unix"
+    assert len([r for r in caplog.records if "unix" in r.getMessage()]) == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([("X-Forwarded-For", "198.51.100.7")], "198.51.100.7"),
+        ([("X-Forwarded-For", "1.2.3.4, 198.51.100.7, 10.1.2.3")], "198.51.100.7"),
+        ([], "unix"),  # the proxy sent no header: the proxy is as far as we know
+        ([("X-Forwarded-For", "unknown")], "unix"),
+    ],
+)
+def test_unix_in_trusted_proxies_trusts_a_peer_without_an_address(
+    headers: list[tuple[str, str]], expected: str
+) -> None:
+    key = by_ip(trusted_proxies=["unix", "10.0.0.0/8"])
+    assert key(scope(None, *headers)) == expected
+    # an addressed peer outside the networks is still not trusted
+    assert key(scope("203.0.113.9", *headers)) == "203.0.113.9"
 
 
 @pytest.mark.parametrize(

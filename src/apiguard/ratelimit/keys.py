@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Final
 
@@ -20,11 +21,18 @@ from apiguard.errors import ConfigError
 
 __all__ = ["by_api_key", "by_header", "by_ip", "by_principal"]
 
+logger = logging.getLogger("apiguard.ratelimit")
+
 #: Entries kept by each address cache before it is emptied and refilled: a
 #: flood of new addresses costs a parse each, never unbounded memory.
 _CACHE_SIZE: Final = 8192
 _IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: The key, and the `trusted_proxies` entry, of a peer the server gives no
+#: address for: a unix socket (uvicorn `--uds` sets `scope["client"]` to
+#: None). Not an address, so it never collides with a client's key.
+UNIX: Final = "unix"
 
 
 def _parse_ip(text: str) -> _IPAddress | None:
@@ -54,16 +62,25 @@ class _ByIP:
         "_header",
         "_hops",
         "_trust_cache",
+        "_trust_unix",
         "_trusted",
+        "_warned",
         "ipv4_prefix",
         "ipv6_prefix",
         "proxy_header",
     )
 
     def __init__(
-        self, trusted: Sequence[_Network], ipv4_prefix: int, ipv6_prefix: int, proxy_header: str
+        self,
+        trusted: Sequence[_Network],
+        trust_unix: bool,
+        ipv4_prefix: int,
+        ipv6_prefix: int,
+        proxy_header: str,
     ) -> None:
         self._trusted = tuple(trusted)
+        self._trust_unix = trust_unix
+        self._warned = False
         self.ipv4_prefix = ipv4_prefix
         self.ipv6_prefix = ipv6_prefix
         self.proxy_header = proxy_header
@@ -74,6 +91,8 @@ class _ByIP:
 
     def __repr__(self) -> str:
         proxies = [str(network) for network in self._trusted]
+        if self._trust_unix:
+            proxies.append(UNIX)
         return (
             f"by_ip(trusted_proxies={proxies!r}, proxy_header={self.proxy_header!r}, "
             f"ipv4_prefix={self.ipv4_prefix}, ipv6_prefix={self.ipv6_prefix})"
@@ -81,8 +100,8 @@ class _ByIP:
 
     def __call__(self, scope: Scope, /) -> str | None:
         client = scope.get("client")
-        if not client:
-            return None
+        if not client or not client[0]:
+            return self._unix(scope)
         host: str = client[0]
         if self._trusted and self._is_trusted(host):
             host = self._through_proxies(scope, host)
@@ -90,6 +109,25 @@ class _ByIP:
         if key is None:
             key = self._normalise(host)
         return key
+
+    def _unix(self, scope: Scope) -> str:
+        """The key of a peer without an address: the client behind it, or one shared key.
+
+        Never `None`: that would leave every such request unlimited.
+        """
+        if self._trust_unix:
+            host = self._through_proxies(scope, UNIX)
+            return self._cache.get(host) or self._normalise(host)
+        if not self._warned:
+            self._warned = True
+            logger.warning(
+                "apiguard: by_ip() got a request without a client address (a unix "
+                "socket?): all such requests share the key %r. Behind a proxy on a unix "
+                "socket, add %r to trusted_proxies to key each client by its address.",
+                UNIX,
+                UNIX,
+            )
+        return UNIX
 
     def _normalise(self, host: str) -> str:
         address = _parse_ip(host)
@@ -180,6 +218,12 @@ def by_ip(
     address; IPv6 addresses are grouped by prefix, since one host commonly
     holds a whole /64.
 
+    A peer the server gives no address for (uvicorn `--uds`: a unix
+    socket) is trusted as a proxy when `trusted_proxies` lists `"unix"`;
+    otherwise every such request counts against one shared key, `"unix"`
+    (logged once), never against none: a limiter that cannot tell clients
+    apart limits them together rather than not at all.
+
     Security: without `trusted_proxies`, `X-Forwarded-For` and `Forwarded`
     are ignored, since any client can send them. List only proxies you run:
     a trusted hop's header is believed. Only `proxy_header` is read, never
@@ -188,7 +232,8 @@ def by_ip(
     is present would let a client pick its own key.
 
     Args:
-        trusted_proxies: CIDRs (`"10.0.0.0/8"`) or addresses of your proxies.
+        trusted_proxies: CIDRs (`"10.0.0.0/8"`) or addresses of your
+            proxies, and `"unix"` for a proxy on the server's unix socket.
         proxy_header: The one header your proxies append the client to:
             `"X-Forwarded-For"` (nginx, HAProxy, AWS ALB, Cloudflare) or
             `"Forwarded"` (RFC 7239). Read only from trusted proxies.
@@ -210,11 +255,18 @@ def by_ip(
         msg = f"by_ip: trusted_proxies {trusted_proxies!r} is not a list of CIDRs"
         raise ConfigError(msg)
     networks: list[_Network] = []
+    trust_unix = False
     for proxy in trusted_proxies:
+        if proxy == UNIX:
+            trust_unix = True
+            continue
         try:
             networks.append(ipaddress.ip_network(proxy, strict=False))
         except (TypeError, ValueError):
-            msg = f"by_ip: trusted proxy {proxy!r} is not an address or CIDR like '10.0.0.0/8'"
+            msg = (
+                f"by_ip: trusted proxy {proxy!r} is not an address, a CIDR like "
+                "'10.0.0.0/8', or 'unix'"
+            )
             raise ConfigError(msg) from None
     for option, value, top in (("ipv6_prefix", ipv6_prefix, 128), ("ipv4_prefix", ipv4_prefix, 32)):
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
@@ -224,7 +276,7 @@ def by_ip(
     if not isinstance(header, str) or header.lower() not in _PROXY_HEADERS:
         msg = f"by_ip: proxy_header {proxy_header!r} is not 'X-Forwarded-For' or 'Forwarded'"
         raise ConfigError(msg)
-    return _ByIP(networks, ipv4_prefix, ipv6_prefix, _PROXY_HEADERS[header.lower()])
+    return _ByIP(networks, trust_unix, ipv4_prefix, ipv6_prefix, _PROXY_HEADERS[header.lower()])
 
 
 class _ByPrincipal:
