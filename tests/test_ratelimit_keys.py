@@ -194,14 +194,43 @@ def test_by_principal_reads_the_context_and_falls_back_to_the_address() -> None:
     request = scope("203.0.113.9")
     key = by_principal()
     assert key(request) == "ip:203.0.113.9"
-    get_context(request).principal = Principal(id="partner")
-    assert key(request) == "partner"
+    get_context(request).principal = Principal(id="partner", method="jwt")
+    assert key(request) == "p:jwt:partner"
 
 
 def test_by_principal_reads_request_state_too() -> None:
     request = scope("203.0.113.9")
     request["state"] = {"principal": Principal(id="ada")}
-    assert by_principal()(request) == "ada"
+    assert by_principal()(request) == "p::ada"
+
+
+@pytest.mark.parametrize(
+    ("principal", "expected"),
+    [
+        # principals never share a namespace with addresses, nor across methods
+        (Principal(id="ip:203.0.113.9", method="api_key"), "p:api_key:ip:203.0.113.9"),
+        (Principal(id="acme", method="jwt"), "p:jwt:acme"),
+        (Principal(id="acme", method="api_key"), "p:api_key:acme"),
+        # a ':' in the method cannot shift the boundary between method and id
+        (Principal(id="b:c", method="a"), "p:a:b:c"),
+        (Principal(id="c", method="a:b"), "p:a%3Ab:c"),
+    ],
+)
+def test_by_principal_keys_principals_in_their_own_namespace(
+    principal: Principal, expected: str
+) -> None:
+    request = scope("203.0.113.9")
+    get_context(request).principal = principal
+    assert by_principal()(request) == expected
+
+
+def test_by_principal_hashes_long_ids() -> None:
+    request = scope("203.0.113.9")
+    get_context(request).principal = Principal(id="x" * 300, method="jwt")
+    key = by_principal()(request)
+    assert key is not None
+    assert key.startswith("h:jwt:")
+    assert len(key) == len("h:jwt:") + 32
 
 
 def test_by_principal_takes_another_fallback() -> None:

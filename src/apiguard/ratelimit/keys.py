@@ -279,11 +279,23 @@ def by_ip(
     return _ByIP(networks, trust_unix, ipv4_prefix, ipv6_prefix, _PROXY_HEADERS[header.lower()])
 
 
+#: Store keys by_principal() gives, one namespace each: a principal's
+#: (`p:<method>:<id>`), a principal's with a long id hashed
+#: (`h:<method>:<digest>`), an anonymous caller's (`ip:<fallback key>`). No
+#: key of one namespace can be spelled in another, whatever the id.
+PRINCIPAL_PREFIX: Final = "p:"
+HASHED_PREFIX: Final = "h:"
+ANONYMOUS_PREFIX: Final = "ip:"
+#: Principal ids longer than this are hashed: no unbounded store keys.
+_MAX_ID: Final = 256
+
+
 class _ByPrincipal:
-    __slots__ = ("fallback",)
+    __slots__ = ("_prefixes", "fallback")
 
     def __init__(self, fallback: KeyFunc | None) -> None:
         self.fallback = fallback
+        self._prefixes: dict[str | None, str] = {}
 
     def __repr__(self) -> str:
         return f"by_principal(fallback={self.fallback!r})"
@@ -296,20 +308,50 @@ class _ByPrincipal:
             if principal is None:
                 principal = state.get("principal")
             if principal is not None:
-                return principal.id  # type: ignore[no-any-return]
+                method = principal.method
+                prefix = self._prefixes.get(method)
+                if prefix is None:
+                    prefix = self._prefix(method)
+                principal_id: str = principal.id
+                if len(principal_id) > _MAX_ID:
+                    raw = principal_id.encode("utf-8", "surrogatepass")
+                    return HASHED_PREFIX + prefix[2:] + hashlib.sha256(raw).hexdigest()[:32]
+                return prefix + principal_id
         if self.fallback is None:
             return None
         key = self.fallback(scope)
-        return None if key is None else "ip:" + key
+        return None if key is None else ANONYMOUS_PREFIX + key
+
+    def _prefix(self, method: str | None) -> str:
+        """`p:<method>:`, the method escaped so that it holds no ':' (the id may)."""
+        escaped = (method or "").replace("%", "%25").replace(":", "%3A")
+        if len(self._prefixes) >= 64:  # methods are few; never grow without bound
+            self._prefixes.clear()
+        prefix = self._prefixes[method] = PRINCIPAL_PREFIX + escaped + ":"
+        return prefix
+
+
+def principal_id_of(key: str) -> str | None:
+    """The principal id in a by_principal() key (`p:<method>:<id>`), else None."""
+    if not key.startswith(PRINCIPAL_PREFIX):
+        return None
+    return key.split(":", 2)[2]
 
 
 def by_principal(*, fallback: KeyFunc | None = None) -> KeyFunc:
     """Key by the authenticated principal's id; anonymous callers by address.
 
     Reads the principal the authentication layer put in the request context
-    (`request.state.principal`), so this limiter goes after it. A request
-    with no principal is keyed `"ip:<address>"` by `fallback` (`by_ip()` by
+    (`request.state.principal`), so this limiter goes after it. A principal
+    is keyed `"p:<method>:<id>"` (ids over 256 characters hashed), a request
+    with no principal `"ip:<address>"` by `fallback` (`by_ip()` by
     default), so anonymous traffic is still limited, apart from principals.
+
+    Security: the namespaces cannot collide: a principal whose id reads
+    `"ip:203.0.113.9"` does not count against that address's anonymous
+    bucket, and a token subject `"acme"` does not share the bucket of the
+    API-key principal `"acme"` (methods differ). `overrides` of the rate
+    limiter still name principals by their id.
 
     Args:
         fallback: The key function for anonymous requests; `by_ip()` when
@@ -320,9 +362,9 @@ def by_principal(*, fallback: KeyFunc | None = None) -> KeyFunc:
         >>> scope = {"type": "http", "client": ("203.0.113.9", 4000), "headers": []}
         >>> by_principal()(scope)
         'ip:203.0.113.9'
-        >>> get_context(scope).principal = Principal(id="partner", plan="pro")
+        >>> get_context(scope).principal = Principal(id="partner", plan="pro", method="jwt")
         >>> by_principal()(scope)
-        'partner'
+        'p:jwt:partner'
     """
     return _ByPrincipal(_fallback("by_principal", fallback) or by_ip())
 
