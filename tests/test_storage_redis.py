@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import anyio
 import pytest
@@ -312,3 +313,38 @@ async def test_mixed_costs_stay_exact_under_concurrency(
         while (await http.get("/orders")).status_code == 200:  # fill what is left, unit by unit
             units += 1
     assert units == 50
+
+
+# --- keys that are not valid UTF-8 -----------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("client_kind", ["resp", "redis-py"])
+@pytest.mark.parametrize("limit", ["3/minute", "3/minute; 100/hour"])
+async def test_a_key_with_an_unpaired_surrogate_is_counted_not_a_500(
+    redis_url: str,
+    strategy: str,
+    client_kind: str,
+    limit: str,
+    close_stores: list[RemoteStore],
+) -> None:
+    """Review finding 9: a key holding an unpaired surrogate (a token `sub`) used to 500.
+
+    It must be counted like any key, as its own bucket, and never count as
+    a store failure (which would let a client open the breaker).
+    """
+    storage = redis_url if client_kind == "resp" else redis_url + "?socket_timeout=1"
+
+    def hostile(scope: dict[str, Any]) -> str:
+        lone = 0xD800 if dict(scope["headers"]).get(b"x-who") else 0xDFFF
+        return chr(lone) + "evil"
+
+    app = limited_app(limit=limit, strategy=strategy, storage=storage, key=hostile)
+    async with client(app) as http:
+        codes = [(await http.get("/orders", headers={"x-who": "1"})).status_code for _ in range(4)]
+        other = await http.get("/orders")  # another surrogate: another bucket
+    assert codes == [200, 200, 200, 429]
+    assert other.status_code == 200
+    used = [s for s in close_stores if isinstance(s, RedisStore) and (s._client or s._storage)]
+    assert used
+    assert all(s.breaker.failures == 0 for s in used)

@@ -218,12 +218,15 @@ class RedisStore(RemoteStore):
             entry = encoded.get(id(quotas))
             if entry is None or entry[0] is not quotas:
                 entry = encoded[id(quotas)] = _encode_policy(quotas, code)
-            # One hash tag for every quota of the request: one cluster slot.
-            tagged = b"apiguard:{%b}:" % key.encode()
             client = self._client
             if client is None or client.loop is not asyncio.get_running_loop():
                 client = self.client()
             try:
+                # One hash tag for every quota of the request: one cluster
+                # slot. Redis keys are bytes: "surrogatepass" encodes any str
+                # (an unpaired surrogate from a token's `sub`) and never
+                # raises, and is one-to-one, so no two keys meet.
+                tagged = b"apiguard:{%b}:" % key.encode("utf-8", "surrogatepass")
                 if sliding:
                     keys, arguments = _sliding_args(key, quotas, cost, clock.time())
                     count = len(quotas)
@@ -323,19 +326,24 @@ class RedisStore(RemoteStore):
                 keys, resets = _fixed_keys(key, quotas, clock.time())
                 for quota, reset in zip(quotas, resets, strict=True):
                     args += (quota.amount, _ttl_ms(reset))
-                counts = await script(keys=keys, args=args)
+                counts = await script(keys=_raw(keys), args=args)
                 return _fixed_verdict([int(c) for c in counts], quotas, cost, resets)
             if strategy == SLIDING_WINDOW_COUNTER:
                 keys, args = _sliding_args(key, quotas, cost, clock.time())
-                return _parse_reply(await script(keys=keys, args=args), len(quotas))
+                return _parse_reply(await script(keys=_raw(keys), args=args), len(quotas))
             # One hash tag for every quota of the request: one cluster slot.
             keys = [f"apiguard:{{{key}}}:{code}:{quota.uid}" for quota in quotas]
             for quota in quotas:
                 args += (quota.amount, quota.window * 1000)
-            reply = await script(keys=keys, args=args)
+            reply = await script(keys=_raw(keys), args=args)
             return _parse_reply(reply, len(quotas))
 
         return call
+
+
+def _raw(keys: list[str]) -> list[bytes]:
+    """Keys as bytes for redis-py, which would encode them strictly (and raise)."""
+    return [name.encode("utf-8", "surrogatepass") for name in keys]
 
 
 class LimitsStore(RemoteStore):

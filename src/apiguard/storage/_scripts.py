@@ -252,7 +252,7 @@ def _encode(keys: list[str], arguments: list[int]) -> bytes:
     """Keys and arguments as RESP bulk strings, for a script's tail."""
     parts = []
     for name in keys:
-        raw = name.encode()
+        raw = name.encode("utf-8", "surrogatepass")  # never raises; one-to-one
         parts.append(b"$%d\r\n%b\r\n" % (len(raw), raw))
     parts += [_COSTS[a] if 0 <= a < len(_COSTS) else _bulk(a) for a in arguments]
     return b"".join(parts)
