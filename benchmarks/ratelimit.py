@@ -85,7 +85,7 @@ def _store_cases() -> list[Case]:
     quotas = (Quota("q", 1_000_000, 3600),)
     for n in APIGUARD_KEYS:
         keys = _keys(n)
-        store = MemoryStorage()
+        store = MemoryStorage(max_keys=2 * max(APIGUARD_KEYS))  # n live keys, none evicted
         now = time.time()
         for key in keys:
             store.fixed_window(key, quotas, 1, now)
