@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -46,8 +47,34 @@ def test_ipv6_prefix_is_configurable() -> None:
     assert by_ip(ipv4_prefix=24)(scope("203.0.113.9")) == "203.0.113.0/24"
 
 
-def test_no_client_address_means_no_key() -> None:
-    assert by_ip()(scope(None)) is None
+def test_peers_without_an_address_share_one_key_and_are_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Review finding 6: no client address (a unix socket) is one shared key, never no key."""
+    key = by_ip()
+    with caplog.at_level(logging.WARNING, logger="apiguard.ratelimit"):
+        assert key(scope(None)) == "unix"
+        assert key({"type": "http", "client": ("", 0), "headers": []}) == "unix"
+        assert key(scope(None, ("X-Forwarded-For", "198.51.100.7"))) == "unix"
+    assert len([r for r in caplog.records if "unix" in r.getMessage()]) == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([("X-Forwarded-For", "198.51.100.7")], "198.51.100.7"),
+        ([("X-Forwarded-For", "1.2.3.4, 198.51.100.7, 10.1.2.3")], "198.51.100.7"),
+        ([], "unix"),  # the proxy sent no header: the proxy is as far as we know
+        ([("X-Forwarded-For", "unknown")], "unix"),
+    ],
+)
+def test_unix_in_trusted_proxies_trusts_a_peer_without_an_address(
+    headers: list[tuple[str, str]], expected: str
+) -> None:
+    key = by_ip(trusted_proxies=["unix", "10.0.0.0/8"])
+    assert key(scope(None, *headers)) == expected
+    # an addressed peer outside the networks is still not trusted
+    assert key(scope("203.0.113.9", *headers)) == "203.0.113.9"
 
 
 @pytest.mark.parametrize(
@@ -75,19 +102,12 @@ def test_proxy_headers_from_an_untrusted_peer_are_ignored(headers: list[tuple[st
         ([("X-Forwarded-For", "1.2.3.4, 198.51.100.7, 10.1.2.3")], "198.51.100.7"),
         # every hop trusted: the leftmost
         ([("X-Forwarded-For", "10.9.9.9, 10.1.2.3")], "10.9.9.9"),
-        # Forwarded wins over X-Forwarded-For, quoted, with ports, IPv6 in brackets
-        (
-            [
-                ("X-Forwarded-For", "6.6.6.6"),
-                ("Forwarded", 'for=1.2.3.4, for="[2001:db8::7]:4711";proto=https'),
-            ],
-            "2001:db8::/64",
-        ),
-        ([("Forwarded", "for=198.51.100.7:5000;by=10.0.0.5")], "198.51.100.7"),
         # a hop the proxy could not name: the proxy is as far as we know
         ([("X-Forwarded-For", "1.2.3.4, unknown")], PROXY),
-        ([("Forwarded", "for=_hidden")], PROXY),
         ([("X-Forwarded-For", "::ffff:198.51.100.7")], "198.51.100.7"),
+        # only the configured header is read: a client's own Forwarded is not
+        ([("X-Forwarded-For", "198.51.100.7"), ("Forwarded", "for=6.6.6.6")], "198.51.100.7"),
+        ([("Forwarded", "for=6.6.6.6")], PROXY),
         ([], PROXY),
     ],
 )
@@ -96,6 +116,38 @@ def test_trusted_proxies_are_read_right_to_left(
 ) -> None:
     key = by_ip(trusted_proxies=["10.0.0.0/8"])
     assert key(scope(PROXY, *headers)) == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        # quoted, with ports, IPv6 in brackets, right to left
+        ([("Forwarded", 'for=1.2.3.4, for="[2001:db8::7]:4711";proto=https')], "2001:db8::/64"),
+        ([("Forwarded", "for=198.51.100.7:5000;by=10.0.0.5")], "198.51.100.7"),
+        ([("Forwarded", "for=1.2.3.4"), ("Forwarded", "for=198.51.100.7")], "198.51.100.7"),
+        ([("Forwarded", "for=_hidden")], PROXY),
+        ([("Forwarded", "by=10.0.0.5")], PROXY),  # an element without for=: unknown hop
+        # only the configured header is read: a client's own X-Forwarded-For is not
+        ([("Forwarded", "for=198.51.100.7"), ("X-Forwarded-For", "6.6.6.6")], "198.51.100.7"),
+        ([("X-Forwarded-For", "6.6.6.6")], PROXY),
+    ],
+)
+def test_proxy_header_forwarded_reads_only_forwarded(
+    headers: list[tuple[str, str]], expected: str
+) -> None:
+    key = by_ip(trusted_proxies=["10.0.0.0/8"], proxy_header="Forwarded")
+    assert key(scope(PROXY, *headers)) == expected
+
+
+async def test_a_client_sent_forwarded_header_gets_no_bucket_of_its_own() -> None:
+    """Review finding 3: a fresh `Forwarded: for=` per request must not reset the count."""
+    app = limited_app(limit="3/minute", key=by_ip(trusted_proxies=["10.0.0.0/8"]))
+    codes = []
+    async with client(app, (PROXY, 40000)) as http:
+        for i in range(6):
+            headers = {"x-forwarded-for": "203.0.113.7", "forwarded": f"for=198.51.100.{i}"}
+            codes.append((await http.get("/orders", headers=headers)).status_code)
+    assert codes == [200, 200, 200, 429, 429, 429]
 
 
 async def test_spoofed_forwarded_for_does_not_change_the_key_through_the_layer() -> None:
@@ -129,6 +181,8 @@ async def test_ipv4_mapped_and_expanded_ipv6_forms_share_a_limit() -> None:
         ({"ipv6_prefix": 0}, "ipv6_prefix 0"),
         ({"ipv4_prefix": 33}, "ipv4_prefix 33"),
         ({"ipv6_prefix": True}, "ipv6_prefix True"),
+        ({"proxy_header": "X-Real-IP"}, "proxy_header 'X-Real-IP'"),
+        ({"proxy_header": b"Forwarded"}, "proxy_header b'Forwarded'"),
     ],
 )
 def test_bad_by_ip_options(options: dict[str, Any], match: str) -> None:
@@ -140,14 +194,43 @@ def test_by_principal_reads_the_context_and_falls_back_to_the_address() -> None:
     request = scope("203.0.113.9")
     key = by_principal()
     assert key(request) == "ip:203.0.113.9"
-    get_context(request).principal = Principal(id="partner")
-    assert key(request) == "partner"
+    get_context(request).principal = Principal(id="partner", method="jwt")
+    assert key(request) == "p:jwt:partner"
 
 
 def test_by_principal_reads_request_state_too() -> None:
     request = scope("203.0.113.9")
     request["state"] = {"principal": Principal(id="ada")}
-    assert by_principal()(request) == "ada"
+    assert by_principal()(request) == "p::ada"
+
+
+@pytest.mark.parametrize(
+    ("principal", "expected"),
+    [
+        # principals never share a namespace with addresses, nor across methods
+        (Principal(id="ip:203.0.113.9", method="api_key"), "p:api_key:ip:203.0.113.9"),
+        (Principal(id="acme", method="jwt"), "p:jwt:acme"),
+        (Principal(id="acme", method="api_key"), "p:api_key:acme"),
+        # a ':' in the method cannot shift the boundary between method and id
+        (Principal(id="b:c", method="a"), "p:a:b:c"),
+        (Principal(id="c", method="a:b"), "p:a%3Ab:c"),
+    ],
+)
+def test_by_principal_keys_principals_in_their_own_namespace(
+    principal: Principal, expected: str
+) -> None:
+    request = scope("203.0.113.9")
+    get_context(request).principal = principal
+    assert by_principal()(request) == expected
+
+
+def test_by_principal_hashes_long_ids() -> None:
+    request = scope("203.0.113.9")
+    get_context(request).principal = Principal(id="x" * 300, method="jwt")
+    key = by_principal()(request)
+    assert key is not None
+    assert key.startswith("h:jwt:")
+    assert len(key) == len("h:jwt:") + 32
 
 
 def test_by_principal_takes_another_fallback() -> None:

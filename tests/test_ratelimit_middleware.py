@@ -416,3 +416,15 @@ async def test_problem_body_is_valid_json_with_every_violated_policy() -> None:
             refused = await http.get("/orders")
     assert json.loads(refused.content)["violated-policies"] == ["default-0", "default-1"]
     assert refused.headers["retry-after"] == "2800"  # admitted only once both have room
+
+
+async def test_a_flood_of_new_clients_cannot_grow_the_memory_store_past_max_keys() -> None:
+    """Review finding 8: one entry per new client per quota, with no cap."""
+    from apiguard.storage import MemoryStorage
+
+    store = MemoryStorage(max_keys=500)
+    app = limited_app(limit="100/hour; 1000/day", storage=store)
+    for i in range(300):  # 300 clients x 2 quotas: 600 entries wanted
+        async with client(app, (f"2001:db8:0:{i:x}::1", 4000)) as http:
+            assert (await http.get("/orders")).status_code == 200
+    assert len(store) == 500

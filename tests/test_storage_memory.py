@@ -13,6 +13,7 @@ from limits.aio.strategies import (
 )
 from limits.storage import storage_from_string
 
+from apiguard import ConfigError
 from apiguard.storage import MemoryStorage, Quota, open_store
 from apiguard.storage._base import sliding_wait
 from apiguard.testing import FrozenClock
@@ -107,7 +108,51 @@ def test_no_single_operation_pays_for_a_mass_expiry() -> None:
     for i in range(50_000):
         store.fixed_window(f"c{i}", MINUTE, 1, START)
     store.fixed_window("late", MINUTE, 1, START + 120)
-    assert len(store) >= 50_000 - 8  # a few swept, not all at once
+    assert len(store) >= 50_000 - 512  # a bounded share swept, not all at once
+
+
+@pytest.mark.parametrize("method", ["fixed_window", "moving_window", "sliding_window_counter"])
+def test_a_trickle_after_a_flood_reclaims_the_expired_entries(method: str) -> None:
+    """Review finding 8: 8 entries per request left most of a flood behind for hours."""
+    store = MemoryStorage(max_keys=1_000_000)
+    hit = getattr(store, method)
+    hour_and_day = (Quota("h", 100, 3600), Quota("d", 1000, 86_400))
+    for i in range(100_000):
+        hit(f"client-{i}", hour_and_day, 1, START)
+    assert len(store) == 200_000
+    later = START + 3 * 3600  # the hour windows are over, the day windows are not
+    for i in range(1000):
+        hit("steady", hour_and_day, 1, later + i)
+    assert len(store) <= 100_000 + 2  # every expired hour entry is gone
+
+
+@pytest.mark.parametrize("method", ["fixed_window", "moving_window", "sliding_window_counter"])
+def test_max_keys_caps_the_store_by_evicting_the_oldest(method: str) -> None:
+    store = MemoryStorage(max_keys=1000)
+    hit = getattr(store, method)
+    for i in range(5000):
+        hit(f"client-{i}", MINUTE, 1, START + i / 1000)
+    assert len(store) == 1000
+    assert hit("client-4999", MINUTE, 1, START + 5).used == (2,)  # the newest are kept
+    assert hit("client-0", MINUTE, 1, START + 5).used == (1,)  # the oldest were evicted
+
+
+@pytest.mark.parametrize(
+    ("uri", "match"),
+    [
+        ("memory://?max_keys=0", "max_keys 0 "),
+        ("memory://?max_keys=lots", "max_keys 'lots'"),
+        ("memory://?maxkeys=10", "'maxkeys'"),
+    ],
+)
+def test_bad_memory_options_are_config_errors(uri: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        open_store(uri)
+
+
+def test_max_keys_from_the_uri_and_the_default() -> None:
+    assert open_store("memory://?max_keys=5000").max_keys == 5000  # type: ignore[union-attr]
+    assert MemoryStorage().max_keys == 100_000
 
 
 # --- limits' own strategies on this store (async+apiguard-memory://) ---------------------

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import anyio
 import pytest
 import redis
 
 from apiguard import StorageError
-from apiguard.ratelimit import by_api_key
+from apiguard.ratelimit import by_api_key, by_header
 from apiguard.storage import (
     LimitsStore,
     Quota,
@@ -76,7 +77,7 @@ async def test_one_round_trip_per_request_whatever_the_strategy(
 async def test_one_quota_fixed_window_is_one_incrby_and_no_script(
     redis_url: str, close_stores: list[RemoteStore]
 ) -> None:
-    """The common case: one round trip, a plain INCRBY, PEXPIRE once per window."""
+    """The common case: one round trip, `SET ... PX ... NX` and `INCRBY` in one write."""
     app = limited_app(limit="1000/hour", storage=redis_url)
     sync = redis.Redis.from_url(redis_url)
     sync.config_resetstat()
@@ -87,11 +88,11 @@ async def test_one_quota_fixed_window_is_one_incrby_and_no_script(
     async with client(app) as http:
         (store,) = [s for s in close_stores if isinstance(s, RedisStore) and s._client]
         sent = store.client().sent
-        assert await store.client().command("PING") == b"PONG"  # the last PEXPIRE has landed
     stats = sync.info("commandstats")
-    assert sent == 20  # round trips: one a request (the PEXPIRE rides behind the first)
+    assert sent == 20  # round trips: one a request
     assert stats["cmdstat_incrby"]["calls"] == 20
-    assert stats["cmdstat_pexpire"]["calls"] == 1  # the window's first hit only
+    assert stats["cmdstat_set"]["calls"] == 20  # the expiry never waits on a reply
+    assert "cmdstat_pexpire" not in stats
     assert "cmdstat_evalsha" not in stats
     assert "cmdstat_eval" not in stats
 
@@ -250,7 +251,7 @@ async def test_changing_the_strategy_of_a_limiter_never_meets_old_keys(redis_url
 async def test_fixed_window_counters_are_named_by_window_and_expire_with_it(
     redis_url: str,
 ) -> None:
-    """One counter per window index; the first hit sets its expiry: window end + 1 s grace."""
+    """One counter per window index; it is made with its expiry: window end + 1 s grace."""
     store = open_store(redis_url)
     assert isinstance(store, RedisStore)
     acquire = store.acquirer("fixed-window")
@@ -261,9 +262,6 @@ async def test_fixed_window_counters_are_named_by_window_and_expire_with_it(
         await acquire("k", (Quota("q", 5, 60),), 1)
         clock.advance(40)  # the next minute: a new counter
         assert (await acquire("k", (Quota("q", 5, 60),), 1)).used == (1,)
-    # The expiry was pipelined behind the INCRBY, unawaited: one more round
-    # trip on the same connection, and its reply has been read.
-    assert await store.client().command("PING") == b"PONG"
     keys = sorted(k.decode() for k in sync.keys("*"))
     assert keys == [
         "apiguard:{k}:fw:q:28333333",
@@ -312,3 +310,68 @@ async def test_mixed_costs_stay_exact_under_concurrency(
         while (await http.get("/orders")).status_code == 200:  # fill what is left, unit by unit
             units += 1
     assert units == 50
+
+
+# --- keys that are not valid UTF-8 -----------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("client_kind", ["resp", "redis-py"])
+@pytest.mark.parametrize("limit", ["3/minute", "3/minute; 100/hour"])
+async def test_a_key_with_an_unpaired_surrogate_is_counted_not_a_500(
+    redis_url: str,
+    strategy: str,
+    client_kind: str,
+    limit: str,
+    close_stores: list[RemoteStore],
+) -> None:
+    """Review finding 9: a key holding an unpaired surrogate (a token `sub`) used to 500.
+
+    It must be counted like any key, as its own bucket, and never count as
+    a store failure (which would let a client open the breaker).
+    """
+    storage = redis_url if client_kind == "resp" else redis_url + "?socket_timeout=1"
+
+    def hostile(scope: dict[str, Any]) -> str:
+        lone = 0xD800 if dict(scope["headers"]).get(b"x-who") else 0xDFFF
+        return chr(lone) + "evil"
+
+    app = limited_app(limit=limit, strategy=strategy, storage=storage, key=hostile)
+    async with client(app) as http:
+        codes = [(await http.get("/orders", headers={"x-who": "1"})).status_code for _ in range(4)]
+        other = await http.get("/orders")  # another surrogate: another bucket
+    assert codes == [200, 200, 200, 429]
+    assert other.status_code == 200
+    used = [s for s in close_stores if isinstance(s, RedisStore) and (s._client or s._storage)]
+    assert used
+    assert all(s.breaker.failures == 0 for s in used)
+
+
+# --- expiries never depend on a reply --------------------------------------------
+
+
+@pytest.mark.slow
+async def test_counters_get_their_expiry_even_when_replies_come_after_the_deadline(
+    own_redis: Any, close_stores: list[RemoteStore]
+) -> None:
+    """Review finding 7: the expiry was sent only after SEEING count == 1.
+
+    Redis stalls (a fork, CLIENT PAUSE) past the store timeout: it still
+    runs every command it was sent, but nobody reads the replies in time.
+    Every counter it made must carry an expiry all the same.
+    """
+    import asyncio
+
+    app = limited_app(limit="100/hour", storage=own_redis.url, key=by_header("x-client"))
+    sync = redis.Redis.from_url(own_redis.url)
+    async with client(app) as http:
+        assert (await http.get("/orders", headers={"x-client": "warmup"})).status_code == 200
+        sync.execute_command("CLIENT", "PAUSE", "600", "WRITE")  # longer than the 0.25 s timeout
+        stalled = await asyncio.gather(
+            *(http.get("/orders", headers={"x-client": f"c{i}"}) for i in range(50))
+        )
+        assert {r.status_code for r in stalled} == {200}  # fail-open through the stall
+        await asyncio.sleep(1.0)
+    keys = sync.keys("apiguard:*")
+    assert len(keys) == 51  # Redis did run the increments
+    assert [k for k in keys if sync.pttl(k) < 0] == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Final
 
@@ -20,11 +21,18 @@ from apiguard.errors import ConfigError
 
 __all__ = ["by_api_key", "by_header", "by_ip", "by_principal"]
 
+logger = logging.getLogger("apiguard.ratelimit")
+
 #: Entries kept by each address cache before it is emptied and refilled: a
 #: flood of new addresses costs a parse each, never unbounded memory.
 _CACHE_SIZE: Final = 8192
 _IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: The key, and the `trusted_proxies` entry, of a peer the server gives no
+#: address for: a unix socket (uvicorn `--uds` sets `scope["client"]` to
+#: None). Not an address, so it never collides with a client's key.
+UNIX: Final = "unix"
 
 
 def _parse_ip(text: str) -> _IPAddress | None:
@@ -43,27 +51,57 @@ def _parse_ip(text: str) -> _IPAddress | None:
     return address
 
 
-class _ByIP:
-    __slots__ = ("_cache", "_trust_cache", "_trusted", "ipv4_prefix", "ipv6_prefix")
+#: The proxy headers `by_ip` can read, by lowercase name: how to split each
+#: into hops.
+_PROXY_HEADERS: Final = {"x-forwarded-for": "X-Forwarded-For", "forwarded": "Forwarded"}
 
-    def __init__(self, trusted: Sequence[_Network], ipv4_prefix: int, ipv6_prefix: int) -> None:
+
+class _ByIP:
+    __slots__ = (
+        "_cache",
+        "_header",
+        "_hops",
+        "_trust_cache",
+        "_trust_unix",
+        "_trusted",
+        "_warned",
+        "ipv4_prefix",
+        "ipv6_prefix",
+        "proxy_header",
+    )
+
+    def __init__(
+        self,
+        trusted: Sequence[_Network],
+        trust_unix: bool,
+        ipv4_prefix: int,
+        ipv6_prefix: int,
+        proxy_header: str,
+    ) -> None:
         self._trusted = tuple(trusted)
+        self._trust_unix = trust_unix
+        self._warned = False
         self.ipv4_prefix = ipv4_prefix
         self.ipv6_prefix = ipv6_prefix
+        self.proxy_header = proxy_header
+        self._header = proxy_header.lower().encode("latin-1")
+        self._hops = _forwarded_hops if self._header == b"forwarded" else _x_forwarded_for_hops
         self._cache: dict[str, str] = {}
         self._trust_cache: dict[str, bool] = {}
 
     def __repr__(self) -> str:
         proxies = [str(network) for network in self._trusted]
+        if self._trust_unix:
+            proxies.append(UNIX)
         return (
-            f"by_ip(trusted_proxies={proxies!r}, ipv4_prefix={self.ipv4_prefix}, "
-            f"ipv6_prefix={self.ipv6_prefix})"
+            f"by_ip(trusted_proxies={proxies!r}, proxy_header={self.proxy_header!r}, "
+            f"ipv4_prefix={self.ipv4_prefix}, ipv6_prefix={self.ipv6_prefix})"
         )
 
     def __call__(self, scope: Scope, /) -> str | None:
         client = scope.get("client")
-        if not client:
-            return None
+        if not client or not client[0]:
+            return self._unix(scope)
         host: str = client[0]
         if self._trusted and self._is_trusted(host):
             host = self._through_proxies(scope, host)
@@ -71,6 +109,25 @@ class _ByIP:
         if key is None:
             key = self._normalise(host)
         return key
+
+    def _unix(self, scope: Scope) -> str:
+        """The key of a peer without an address: the client behind it, or one shared key.
+
+        Never `None`: that would leave every such request unlimited.
+        """
+        if self._trust_unix:
+            host = self._through_proxies(scope, UNIX)
+            return self._cache.get(host) or self._normalise(host)
+        if not self._warned:
+            self._warned = True
+            logger.warning(
+                "apiguard: by_ip() got a request without a client address (a unix "
+                "socket?): all such requests share the key %r. Behind a proxy on a unix "
+                "socket, add %r to trusted_proxies to key each client by its address.",
+                UNIX,
+                UNIX,
+            )
+        return UNIX
 
     def _normalise(self, host: str) -> str:
         address = _parse_ip(host)
@@ -101,8 +158,9 @@ class _ByIP:
         return trusted
 
     def _through_proxies(self, scope: Scope, peer: str) -> str:
-        """The first untrusted hop, reading proxy headers right to left."""
-        hops = _forwarded_hops(scope)
+        """The first untrusted hop, reading the proxy header right to left."""
+        values = [v for k, v in scope["headers"] if k == self._header]
+        hops = self._hops(b",".join(values).decode("latin-1")) if values else []
         current = peer
         for hop in reversed(hops):
             address = _parse_ip(hop)
@@ -117,33 +175,33 @@ class _ByIP:
         return current
 
 
-def _forwarded_hops(scope: Scope) -> list[str]:
-    """`for=` values of every `Forwarded` field, else every `X-Forwarded-For` hop, in order.
+# Several fields of one name are one list (RFC 9110 §5.3): the callers join
+# every field of the header, in order, as proxies append them.
 
-    Several fields of one name are one list (RFC 9110 §5.3), so several
-    `X-Forwarded-For` headers are joined, as proxies append them.
-    """
-    forwarded = [v for k, v in scope["headers"] if k == b"forwarded"]
-    if forwarded:
-        hops = []
-        for element in b",".join(forwarded).decode("latin-1").split(","):
-            for pair in element.split(";"):
-                name, _, value = pair.strip().partition("=")
-                if name.lower() == "for":
-                    hops.append(value)
-                    break
-            else:
-                hops.append("")  # an element without for=: an unknown hop
-        return hops
-    values = [v for k, v in scope["headers"] if k == b"x-forwarded-for"]
-    if not values:
-        return []
-    return [hop for hop in b",".join(values).decode("latin-1").split(",") if hop.strip()]
+
+def _forwarded_hops(value: str) -> list[str]:
+    """The `for=` value of each element of a `Forwarded` list (RFC 7239 §4), in order."""
+    hops = []
+    for element in value.split(","):
+        for pair in element.split(";"):
+            name, _, node = pair.strip().partition("=")
+            if name.lower() == "for":
+                hops.append(node)
+                break
+        else:
+            hops.append("")  # an element without for=: an unknown hop
+    return hops
+
+
+def _x_forwarded_for_hops(value: str) -> list[str]:
+    """The hops of an `X-Forwarded-For` list, in order."""
+    return [hop for hop in value.split(",") if hop.strip()]
 
 
 def by_ip(
     *,
     trusted_proxies: Iterable[str] = (),
+    proxy_header: str = "X-Forwarded-For",
     ipv6_prefix: int = 64,
     ipv4_prefix: int = 32,
 ) -> KeyFunc:
@@ -153,25 +211,38 @@ def by_ip(
     run uvicorn with `--proxy-headers --forwarded-allow-ips=<proxy>` and
     the server itself puts the client's address there. Or give
     `trusted_proxies`: then, and only when the peer is one of them, the
-    `Forwarded` (else `X-Forwarded-For`) hops are read right to left,
-    skipping trusted proxies, and the first untrusted one is the client.
+    hops of `proxy_header` are read right to left, skipping trusted
+    proxies, and the first untrusted one is the client.
 
     IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`) count as the IPv4
     address; IPv6 addresses are grouped by prefix, since one host commonly
     holds a whole /64.
 
+    A peer the server gives no address for (uvicorn `--uds`: a unix
+    socket) is trusted as a proxy when `trusted_proxies` lists `"unix"`;
+    otherwise every such request counts against one shared key, `"unix"`
+    (logged once), never against none: a limiter that cannot tell clients
+    apart limits them together rather than not at all.
+
     Security: without `trusted_proxies`, `X-Forwarded-For` and `Forwarded`
     are ignored, since any client can send them. List only proxies you run:
-    a trusted hop's header is believed.
+    a trusted hop's header is believed. Only `proxy_header` is read, never
+    the other one: proxies append the client to the header they write and
+    pass the client's own copy of the other through, so reading whichever
+    is present would let a client pick its own key.
 
     Args:
-        trusted_proxies: CIDRs (`"10.0.0.0/8"`) or addresses of your proxies.
+        trusted_proxies: CIDRs (`"10.0.0.0/8"`) or addresses of your
+            proxies, and `"unix"` for a proxy on the server's unix socket.
+        proxy_header: The one header your proxies append the client to:
+            `"X-Forwarded-For"` (nginx, HAProxy, AWS ALB, Cloudflare) or
+            `"Forwarded"` (RFC 7239). Read only from trusted proxies.
         ipv6_prefix: Prefix length IPv6 clients are grouped by (1-128).
         ipv4_prefix: Prefix length IPv4 clients are grouped by (1-32).
 
     Raises:
-        ConfigError: a proxy is not an address or network, or a prefix is
-            out of range.
+        ConfigError: a proxy is not an address or network, `proxy_header`
+            is neither header, or a prefix is out of range.
 
     Examples:
         >>> key = by_ip()
@@ -184,24 +255,47 @@ def by_ip(
         msg = f"by_ip: trusted_proxies {trusted_proxies!r} is not a list of CIDRs"
         raise ConfigError(msg)
     networks: list[_Network] = []
+    trust_unix = False
     for proxy in trusted_proxies:
+        if proxy == UNIX:
+            trust_unix = True
+            continue
         try:
             networks.append(ipaddress.ip_network(proxy, strict=False))
         except (TypeError, ValueError):
-            msg = f"by_ip: trusted proxy {proxy!r} is not an address or CIDR like '10.0.0.0/8'"
+            msg = (
+                f"by_ip: trusted proxy {proxy!r} is not an address, a CIDR like "
+                "'10.0.0.0/8', or 'unix'"
+            )
             raise ConfigError(msg) from None
     for option, value, top in (("ipv6_prefix", ipv6_prefix, 128), ("ipv4_prefix", ipv4_prefix, 32)):
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
             msg = f"by_ip: {option} {value!r} is not an integer from 1 to {top}"
             raise ConfigError(msg)
-    return _ByIP(networks, ipv4_prefix, ipv6_prefix)
+    header: object = proxy_header
+    if not isinstance(header, str) or header.lower() not in _PROXY_HEADERS:
+        msg = f"by_ip: proxy_header {proxy_header!r} is not 'X-Forwarded-For' or 'Forwarded'"
+        raise ConfigError(msg)
+    return _ByIP(networks, trust_unix, ipv4_prefix, ipv6_prefix, _PROXY_HEADERS[header.lower()])
+
+
+#: Store keys by_principal() gives, one namespace each: a principal's
+#: (`p:<method>:<id>`), a principal's with a long id hashed
+#: (`h:<method>:<digest>`), an anonymous caller's (`ip:<fallback key>`). No
+#: key of one namespace can be spelled in another, whatever the id.
+PRINCIPAL_PREFIX: Final = "p:"
+HASHED_PREFIX: Final = "h:"
+ANONYMOUS_PREFIX: Final = "ip:"
+#: Principal ids longer than this are hashed: no unbounded store keys.
+_MAX_ID: Final = 256
 
 
 class _ByPrincipal:
-    __slots__ = ("fallback",)
+    __slots__ = ("_prefixes", "fallback")
 
     def __init__(self, fallback: KeyFunc | None) -> None:
         self.fallback = fallback
+        self._prefixes: dict[str | None, str] = {}
 
     def __repr__(self) -> str:
         return f"by_principal(fallback={self.fallback!r})"
@@ -214,20 +308,50 @@ class _ByPrincipal:
             if principal is None:
                 principal = state.get("principal")
             if principal is not None:
-                return principal.id  # type: ignore[no-any-return]
+                method = principal.method
+                prefix = self._prefixes.get(method)
+                if prefix is None:
+                    prefix = self._prefix(method)
+                principal_id: str = principal.id
+                if len(principal_id) > _MAX_ID:
+                    raw = principal_id.encode("utf-8", "surrogatepass")
+                    return HASHED_PREFIX + prefix[2:] + hashlib.sha256(raw).hexdigest()[:32]
+                return prefix + principal_id
         if self.fallback is None:
             return None
         key = self.fallback(scope)
-        return None if key is None else "ip:" + key
+        return None if key is None else ANONYMOUS_PREFIX + key
+
+    def _prefix(self, method: str | None) -> str:
+        """`p:<method>:`, the method escaped so that it holds no ':' (the id may)."""
+        escaped = (method or "").replace("%", "%25").replace(":", "%3A")
+        if len(self._prefixes) >= 64:  # methods are few; never grow without bound
+            self._prefixes.clear()
+        prefix = self._prefixes[method] = PRINCIPAL_PREFIX + escaped + ":"
+        return prefix
+
+
+def principal_id_of(key: str) -> str | None:
+    """The principal id in a by_principal() key (`p:<method>:<id>`), else None."""
+    if not key.startswith(PRINCIPAL_PREFIX):
+        return None
+    return key.split(":", 2)[2]
 
 
 def by_principal(*, fallback: KeyFunc | None = None) -> KeyFunc:
     """Key by the authenticated principal's id; anonymous callers by address.
 
     Reads the principal the authentication layer put in the request context
-    (`request.state.principal`), so this limiter goes after it. A request
-    with no principal is keyed `"ip:<address>"` by `fallback` (`by_ip()` by
+    (`request.state.principal`), so this limiter goes after it. A principal
+    is keyed `"p:<method>:<id>"` (ids over 256 characters hashed), a request
+    with no principal `"ip:<address>"` by `fallback` (`by_ip()` by
     default), so anonymous traffic is still limited, apart from principals.
+
+    Security: the namespaces cannot collide: a principal whose id reads
+    `"ip:203.0.113.9"` does not count against that address's anonymous
+    bucket, and a token subject `"acme"` does not share the bucket of the
+    API-key principal `"acme"` (methods differ). `overrides` of the rate
+    limiter still name principals by their id.
 
     Args:
         fallback: The key function for anonymous requests; `by_ip()` when
@@ -238,9 +362,9 @@ def by_principal(*, fallback: KeyFunc | None = None) -> KeyFunc:
         >>> scope = {"type": "http", "client": ("203.0.113.9", 4000), "headers": []}
         >>> by_principal()(scope)
         'ip:203.0.113.9'
-        >>> get_context(scope).principal = Principal(id="partner", plan="pro")
+        >>> get_context(scope).principal = Principal(id="partner", plan="pro", method="jwt")
         >>> by_principal()(scope)
-        'partner'
+        'p:jwt:partner'
     """
     return _ByPrincipal(_fallback("by_principal", fallback) or by_ip())
 

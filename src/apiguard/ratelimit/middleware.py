@@ -25,7 +25,7 @@ from apiguard.ratelimit.headers import (
     delta_seconds,
     ratelimit_field,
 )
-from apiguard.ratelimit.keys import by_ip
+from apiguard.ratelimit.keys import ANONYMOUS_PREFIX, _ByPrincipal, by_ip, principal_id_of
 from apiguard.routing import RoutePolicies
 from apiguard.storage import STRATEGIES, MemoryStorage, Strategy, Verdict, open_store
 
@@ -93,7 +93,9 @@ class RateLimitMiddleware:
             "pro": "1000/minute"}`), read from the request context after the
             authentication layer; callers without a listed plan get `limit`.
         overrides: Limits for particular consumers, by the value the key
-            function returns (a principal id, an address).
+            function returns (an address, a header's value); with
+            [`by_principal()`][apiguard.by_principal], by the principal's
+            id, or `"ip:<address>"` for anonymous callers.
         shadow: Count and report, never refuse: to roll a limit out on
             production traffic and watch its decisions first.
         headers: Send `RateLimit` and `RateLimit-Policy`; by default on,
@@ -275,8 +277,22 @@ class RateLimitMiddleware:
         overrides = self.overrides
         if not plans and not overrides:
             return lambda scope, key: default
+        # by_principal() keys principals as "p:<method>:<id>": their overrides
+        # are named by id, apart from the anonymous callers' ("ip:<address>"),
+        # so that a principal whose id reads like an address never gets an
+        # address's override.
+        by_id: dict[str, Policy] | None = None
+        if isinstance(self.key, _ByPrincipal):
+            by_id = {k: p for k, p in overrides.items() if not k.startswith(ANONYMOUS_PREFIX)}
+            overrides = {k: p for k, p in overrides.items() if k.startswith(ANONYMOUS_PREFIX)}
 
         def general(scope: Scope, key: str) -> Policy | None:
+            if by_id:
+                principal_id = principal_id_of(key)
+                if principal_id is not None:
+                    policy = by_id.get(principal_id)
+                    if policy is not None:
+                        return policy
             if overrides:
                 policy = overrides.get(key)
                 if policy is not None:

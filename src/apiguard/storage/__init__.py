@@ -113,7 +113,7 @@ def open_store(
     shown = redact(uri)
     scheme = uri.partition("://")[0].lower()
     if scheme in _MEMORY:
-        return MemoryStorage()
+        return MemoryStorage(uri)
     bare = scheme.removeprefix("async+")
     target = f"async+{bare}{uri[len(scheme) :]}"
     from limits._storage_scheme import SCHEMES, parse_storage_uri

@@ -35,7 +35,9 @@ from apiguard.storage._scripts import (
     _CODES,
     _COSTS,
     _INCRBY,
-    _PEXPIRE,
+    _NX,
+    _SET,
+    _ZERO_PX,
     SCRIPTS,
     _bulk,
     _encode,
@@ -218,12 +220,15 @@ class RedisStore(RemoteStore):
             entry = encoded.get(id(quotas))
             if entry is None or entry[0] is not quotas:
                 entry = encoded[id(quotas)] = _encode_policy(quotas, code)
-            # One hash tag for every quota of the request: one cluster slot.
-            tagged = b"apiguard:{%b}:" % key.encode()
             client = self._client
             if client is None or client.loop is not asyncio.get_running_loop():
                 client = self.client()
             try:
+                # One hash tag for every quota of the request: one cluster
+                # slot. Redis keys are bytes: "surrogatepass" encodes any str
+                # (an unpaired surrogate from a token's `sub`) and never
+                # raises, and is one-to-one, so no two keys meet.
+                tagged = b"apiguard:{%b}:" % key.encode("utf-8", "surrogatepass")
                 if sliding:
                     keys, arguments = _sliding_args(key, quotas, cost, clock.time())
                     count = len(quotas)
@@ -242,28 +247,38 @@ class RedisStore(RemoteStore):
                     reply = await client.evalsha(script, count, b"".join(parts), 3 * count + 1)
                     verdict = _parse_reply(reply, count)
                 elif cost == 1 and len(quotas) == 1:
-                    # The common case: one quota, one unit: a plain INCRBY of
-                    # the window's counter, one round trip, no script.
+                    # The common case: one quota, one unit: no script. One
+                    # write, one round trip: `SET counter 0 PX ttl NX` (makes
+                    # the window's counter with its expiry, or does nothing),
+                    # then `INCRBY counter 1`, whose reply is the count. The
+                    # expiry never depends on reading a reply: were the
+                    # replies late (Redis stalled past the deadline) or lost,
+                    # Redis still ran both, and no counter lives forever.
                     quota = quotas[0]
                     now = clock.time()
                     index = now // quota.window
                     reset = (index + 1) * quota.window - now
                     name = b"%b%b:%d" % (tagged, entry[1][0], index)
                     size = b"%d" % len(name)
-                    payload = b"%b%b\r\n%b\r\n$1\r\n1\r\n" % (_INCRBY, size, name)
-                    future = client.submit(payload)
-                    count = await (future if future is not None else client.execute(payload))
+                    ttl = b"%d" % _ttl_ms(reset)
+                    payload = b"%b%b\r\n%b\r\n%b$%d\r\n%b\r\n%b%b%b\r\n%b\r\n$1\r\n1\r\n" % (
+                        _SET,
+                        size,
+                        name,
+                        _ZERO_PX,
+                        len(ttl),
+                        ttl,
+                        _NX,
+                        _INCRBY,
+                        size,
+                        name,
+                    )
+                    future = client.submit(payload, 1)
+                    count = await (
+                        future if future is not None else client.execute(payload, skip=1)
+                    )
                     if type(count) is not int:
                         raise count  # an error reply (WRONGTYPE, OOM, ...)
-                    if count == 1:
-                        # The window's first hit sets its counter's expiry,
-                        # pipelined behind: nobody waits for its reply. (Were
-                        # it lost with the connection, the counter would only
-                        # outlive its window: a later window never reads it.)
-                        ttl = b"%d" % _ttl_ms(reset)
-                        client.post(
-                            b"%b%b\r\n%b\r\n$%d\r\n%b\r\n" % (_PEXPIRE, size, name, len(ttl), ttl)
-                        )
                     if count <= quota.amount:
                         verdict = Verdict(True, (count,), (reset,))
                     else:
@@ -323,19 +338,24 @@ class RedisStore(RemoteStore):
                 keys, resets = _fixed_keys(key, quotas, clock.time())
                 for quota, reset in zip(quotas, resets, strict=True):
                     args += (quota.amount, _ttl_ms(reset))
-                counts = await script(keys=keys, args=args)
+                counts = await script(keys=_raw(keys), args=args)
                 return _fixed_verdict([int(c) for c in counts], quotas, cost, resets)
             if strategy == SLIDING_WINDOW_COUNTER:
                 keys, args = _sliding_args(key, quotas, cost, clock.time())
-                return _parse_reply(await script(keys=keys, args=args), len(quotas))
+                return _parse_reply(await script(keys=_raw(keys), args=args), len(quotas))
             # One hash tag for every quota of the request: one cluster slot.
             keys = [f"apiguard:{{{key}}}:{code}:{quota.uid}" for quota in quotas]
             for quota in quotas:
                 args += (quota.amount, quota.window * 1000)
-            reply = await script(keys=keys, args=args)
+            reply = await script(keys=_raw(keys), args=args)
             return _parse_reply(reply, len(quotas))
 
         return call
+
+
+def _raw(keys: list[str]) -> list[bytes]:
+    """Keys as bytes for redis-py, which would encode them strictly (and raise)."""
+    return [name.encode("utf-8", "surrogatepass") for name in keys]
 
 
 class LimitsStore(RemoteStore):

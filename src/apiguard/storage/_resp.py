@@ -143,13 +143,18 @@ class _Connection(asyncio.Protocol):
 
     # commands
 
-    def send(self, payload: bytes, deadline: float, unread: int = 0) -> asyncio.Future[Any]:
-        """Write `payload`: one command, then `unread` more whose replies nobody waits for.
+    def send(
+        self, payload: bytes, deadline: float, unread: int = 0, skip: int = 0
+    ) -> asyncio.Future[Any]:
+        """Write `payload`: `skip` commands, one command, then `unread` more.
 
-        Returns the first command's reply's future.
+        Returns that one command's reply's future; the replies of the
+        `skip` before it and the `unread` after it are read and dropped.
         """
         future = self.loop.create_future()
         waiters = self.waiters
+        for _ in range(skip):
+            waiters.append((None, deadline))
         waiters.append((future, deadline))
         for _ in range(unread):
             waiters.append((None, deadline))
@@ -241,11 +246,11 @@ class RespClient:
         #: one), for the tests and benchmarks.
         self.sent = 0
 
-    async def execute(self, payload: bytes, unread: int = 0) -> Any:
+    async def execute(self, payload: bytes, unread: int = 0, skip: int = 0) -> Any:
         """Send one encoded command; its reply.
 
-        `unread` more commands may follow it in `payload`, pipelined: their
-        replies are read and dropped (an `EXPIRE` after an `INCRBY`).
+        `unread` more commands may follow it in `payload`, and `skip` more
+        come before it, pipelined: their replies are read and dropped.
 
         Raises:
             ReplyError: the server answered with an error.
@@ -257,23 +262,25 @@ class RespClient:
         if connection is None:
             connection = await self._connect(deadline)
         self.sent += 1
-        reply = await connection.send(payload, deadline, unread)
+        reply = await connection.send(payload, deadline, unread, skip)
         if type(reply) is ReplyError:
             raise reply
         return reply
 
-    def submit(self, payload: bytes) -> asyncio.Future[Any] | None:
+    def submit(self, payload: bytes, skip: int = 0) -> asyncio.Future[Any] | None:
         """Write one command on the open connection, without a coroutine of its own.
 
         For the hot path: returns its reply's future (an error reply is a
         [`ReplyError`][] result, not raised), or `None` when there is no
-        connection yet (then `await execute(payload)`, which connects).
+        connection yet (then `await execute(payload, skip=skip)`, which
+        connects). `skip` commands may come first in `payload`, pipelined:
+        their replies are read and dropped (a `SET ... NX` before an `INCRBY`).
         """
         connection = self._connection
         if connection is None:
             return None
         self.sent += 1
-        return connection.send(payload, self.loop.time() + self.timeout)
+        return connection.send(payload, self.loop.time() + self.timeout, 0, skip)
 
     def post(self, payload: bytes) -> None:
         """Write one command whose reply nobody waits for (read and dropped).

@@ -21,7 +21,7 @@ rewritten on every hit, `TIME` in each) and now:
 
 | strategy | quotas | before µs | now µs |
 |---|---:|---:|---:|
-| fixed window | 1 | 10.0 | 0.4 (`INCRBY`, no script) |
+| fixed window | 1 | 10.0 | 0.4 (`INCRBY`, no script; `SET ... NX` before it since: see below) |
 | fixed window | 2 | 14.1 | 5.9 |
 | sliding window counter | 1 | 11.4 | 7.9 |
 | sliding window counter | 2 | 16.5 | 11.4 |
@@ -57,7 +57,7 @@ local out = {0}
 )
 
 #: The fixed window, for a request of several units or a policy of several
-#: quotas (one quota and one unit is plain `INCRBY` + `PEXPIRE`: see
+#: quotas (one quota and one unit is plain `SET ... NX` + `INCRBY`: see
 #: `_remote.py`). The caller names each quota's counter by its window's
 #: index on apiguard's clock, and gives the milliseconds it must live.
 #: Count against all; when one refuses, take the cost back from all (inside
@@ -192,7 +192,10 @@ def _bulk(value: int) -> bytes:
 #: The cost argument, encoded, for the usual small costs.
 _COSTS: Final = tuple(_bulk(cost) for cost in range(16))
 _INCRBY: Final = b"*3\r\n$6\r\nINCRBY\r\n$"
-_PEXPIRE: Final = b"*3\r\n$7\r\nPEXPIRE\r\n$"
+#: `SET <key> 0 PX <ms> NX`, in pieces around the key and the milliseconds.
+_SET: Final = b"*6\r\n$3\r\nSET\r\n$"
+_ZERO_PX: Final = b"$1\r\n0\r\n$2\r\nPX\r\n"
+_NX: Final = b"$2\r\nNX\r\n"
 #: A fixed window's counter outlives its window by this much, so that a
 #: host whose clock runs a little ahead cannot expire it early for the others.
 _GRACE_MS: Final = 1000
@@ -252,7 +255,7 @@ def _encode(keys: list[str], arguments: list[int]) -> bytes:
     """Keys and arguments as RESP bulk strings, for a script's tail."""
     parts = []
     for name in keys:
-        raw = name.encode()
+        raw = name.encode("utf-8", "surrogatepass")  # never raises; one-to-one
         parts.append(b"$%d\r\n%b\r\n" % (len(raw), raw))
     parts += [_COSTS[a] if 0 <= a < len(_COSTS) else _bulk(a) for a in arguments]
     return b"".join(parts)

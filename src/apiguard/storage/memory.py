@@ -5,11 +5,15 @@ every key to expire old ones: with 10,000 live keys and the event loop busy a
 hit costs ~1 ms, exactly when a service is under load or attack. This store
 expires lazily instead. Each entry carries its own expiry and is checked when
 it is read; and so that keys nobody reads again do not pile up, every entry
-has one place in a FIFO queue per window length, and each operation pops at
-most a few queue heads that are due. Entries of one window length enter their
-queue in (nearly) the order they expire, so a pop is O(1), the sweep keeps
-pace with the inserts, and memory stays bounded by the keys used within about
-two windows.
+has one place in a FIFO queue per window length, and an operation that finds
+queue heads due pops a share of them proportional to the store's size (1/1024
+of its entries, 8 at least, 512 at most): a trickle of requests after a flood
+reclaims it within about a thousand requests, and no single request pays for
+a mass expiry. Entries of one window length enter their queue in (nearly) the
+order they expire, so a pop is O(1), and each entry is popped once per window
+it is used in: O(1) a hit, amortised. Memory is bounded by the keys used
+within about two windows, and by `max_keys` whatever the traffic: when full,
+a new entry evicts the one nearest its expiry (the oldest first).
 
 Time comes from [`apiguard._clock.clock`][apiguard._clock.Clock], so that
 [`FrozenClock`][apiguard.testing.FrozenClock] freezes windows in tests.
@@ -28,22 +32,34 @@ it serves `limits`' strategies directly::
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from collections.abc import Hashable, Sequence
 from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
 
 from limits.aio.storage import MovingWindowSupport, SlidingWindowCounterSupport, Storage
 
 from apiguard._clock import clock
+from apiguard.errors import ConfigError
 from apiguard.storage._base import Quota, Verdict, sliding_wait
 
-__all__ = ["MemoryStorage"]
+__all__ = ["DEFAULT_MAX_KEYS", "MemoryStorage"]
 
-#: Queue heads popped per operation at most: more than the one entry an
-#: operation may add, so that the sweep keeps pace, and few enough that no
-#: single request pays for a mass expiry.
-_SWEEP_BUDGET: Final = 8
+logger = logging.getLogger("apiguard.storage")
+
+#: Queue heads an operation pops when some are due: 1/2**_SWEEP_SHIFT of the
+#: entries held, within these bounds. At least more than the one entry an
+#: operation may add, so that the sweep keeps pace; at most few enough that
+#: no single request pays for a mass expiry (512 pops: ~0.1 ms).
+_SWEEP_MIN: Final = 8
+_SWEEP_MAX: Final = 512
+_SWEEP_SHIFT: Final = 10
+#: Entries held at most, by default: about 30 MB (one entry is ~300 bytes).
+DEFAULT_MAX_KEYS: Final = 100_000
+#: Renewed queue heads given a second chance per eviction, at most.
+_EVICT_TRIES: Final = 16
 
 _Table = dict[Hashable, list[Any]]
 
@@ -58,15 +74,53 @@ class MemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport):
     the check and the count, so concurrent requests in one process see an
     exact count); `limits`' async API is implemented on the same tables.
 
+    Security: `max_keys` bounds the memory a flood of new clients can take
+    (each client takes one entry per quota). When the store is full, a new
+    entry evicts the one nearest its expiry, the oldest first: that
+    client's count starts again. Keep `max_keys` above the number of
+    clients you expect within your longest window, and group IPv6 clients
+    by a short enough prefix (`by_ip(ipv6_prefix=...)`) that one holder of
+    many addresses cannot cycle through more keys than that.
+
     Args:
-        uri: Ignored (`memory://` or `async+apiguard-memory://`).
+        uri: `memory://` or `async+apiguard-memory://`, optionally with
+            `?max_keys=N`.
         wrap_exceptions: As for every `limits` storage; this one raises none.
+        max_keys: Entries held at most (one per client and quota); the
+            URI's `max_keys` wins when given.
+
+    Raises:
+        ConfigError: `max_keys` is not a whole number >= 1, or the URI has
+            another option.
     """
 
     STORAGE_SCHEME = ["async+apiguard-memory"]  # noqa: RUF012 - limits' registry reads it
 
-    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **_: Any) -> None:
+    def __init__(
+        self,
+        uri: str | None = None,
+        wrap_exceptions: bool = False,
+        *,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        **_: Any,
+    ) -> None:
+        shown = uri or "memory://"
+        given: object = max_keys
+        if uri:
+            query = parse_qs(urlsplit(uri).query, keep_blank_values=True)
+            for option in query:
+                if option != "max_keys":
+                    msg = f"storage: {shown} has an unknown option {option!r} (known: max_keys)"
+                    raise ConfigError(msg)
+            if "max_keys" in query:
+                text = query["max_keys"][-1]
+                given = int(text) if text.isdigit() else text
+        if not isinstance(given, int) or isinstance(given, bool) or given < 1:
+            msg = f"storage: {shown}: max_keys {given!r} is not a whole number >= 1"
+            raise ConfigError(msg)
         super().__init__(uri, wrap_exceptions=wrap_exceptions)
+        self.max_keys = given
+        self._full_logged = False
         self._fixed: _Table = {}  # (uid, key) -> [end of window, count]
         self._logs: _Table = {}  # moving window: key -> [expires, deque[(t, cost)], total]
         self._windows: _Table = {}  # sliding counter: key -> [expires, index, current, previous]
@@ -86,15 +140,55 @@ class MemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport):
     # --- expiry ----------------------------------------------------------------------
 
     def _track(self, window: float, expires: float, table: _Table, key: Hashable) -> None:
+        """Queue a new entry for expiry; evict the oldest one if the store is now over full."""
         queue = self._queues.get(window)
         if queue is None:
             queue = self._queues[window] = deque()
         queue.append((expires, table, key))
         if expires < self._next_due:
             self._next_due = expires
+        if (
+            len(self._fixed) + len(self._logs) + len(self._windows) + len(self._counters)
+            > self.max_keys
+        ):
+            self._evict()
+
+    def _evict(self) -> None:
+        """Drop the entry nearest its expiry (queue order: the oldest first).
+
+        An entry renewed since it was queued (in use in a later window) is
+        queued again, a few times at most, before another is dropped.
+        """
+        if not self._full_logged:
+            self._full_logged = True
+            logger.warning(
+                "apiguard: the memory store is full (max_keys=%d): new clients now evict "
+                "the oldest counters. Raise max_keys, or use a shared store (redis://).",
+                self.max_keys,
+            )
+        tries = _EVICT_TRIES
+        while True:
+            queue = min(
+                (q for q in self._queues.values() if q), key=lambda q: q[0][0], default=None
+            )
+            if queue is None:  # pragma: no cover - a full store has queued entries
+                return
+            tracked, table, key = queue.popleft()
+            entry = table.get(key)
+            if entry is None:
+                continue  # already gone
+            if entry[0] > tracked and tries:
+                tries -= 1
+                queue.append((entry[0], table, key))
+                continue
+            del table[key]
+            return
 
     def _sweep(self, now: float) -> None:
-        budget = _SWEEP_BUDGET
+        budget = (
+            len(self._fixed) + len(self._logs) + len(self._windows) + len(self._counters)
+        ) >> _SWEEP_SHIFT
+        budget = _SWEEP_MIN if budget < _SWEEP_MIN else min(budget, _SWEEP_MAX)
         next_due = math.inf
         for queue in self._queues.values():
             while queue and budget:
