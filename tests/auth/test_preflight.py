@@ -168,3 +168,34 @@ async def test_a_passed_preflight_is_recorded() -> None:
     app = guard(Starlette(routes=[Route("/get-only", endpoint)]), Middleware(Spy), auth_layer())
     assert (await options(app, "/get-only", PREFLIGHT)).status_code == 405
     assert [(d.layer, d.outcome, d.reason) for d in seen] == [("auth", "skip", "preflight")]
+
+
+async def test_a_passed_preflight_has_an_anonymous_user() -> None:
+    """Finding 10: `request.user` and friends are set on the preflight path too (no 500)."""
+    seen: dict[str, Any] = {}
+
+    class Reader:
+        """A CORS-like layer inside auth that reads the caller, as apps do."""
+
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                request = Request(scope)
+                seen["authenticated"] = request.user.is_authenticated
+                seen["scopes"] = request.auth.scopes
+                seen["principal"] = request.state.principal
+                seen["context"] = get_context(scope).principal
+            await self.app(scope, receive, send)
+
+    app = guard(
+        Starlette(routes=[Route("/get-only", plain)]),
+        auth_layer(optional=["/get-only"]),
+        Middleware(Reader),
+    )
+    transport = httpx.ASGITransport(app, client=CLIENT, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.example") as client:
+        response = await client.options("/get-only", headers=PREFLIGHT)
+    assert response.status_code == 405
+    assert seen == {"authenticated": False, "scopes": [], "principal": None, "context": None}

@@ -251,7 +251,10 @@ class AuthMiddleware:
             return
         if kind == "http" and scope["method"] == "OPTIONS" and self._bare_preflight(scope):
             # A CORS preflight carries no credentials (Fetch standard §4.8).
-            get_context(scope).record(_SKIP_PREFLIGHT)
+            # Anonymous, as on a public route: what reads request.user works.
+            context = get_context(scope)  # makes scope["state"] where missing
+            _anonymous(scope)
+            context.record(_SKIP_PREFLIGHT)
             await self.app(scope, receive, send)
             return
         policy = self._routes.lookup(scope)
