@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, Field
+from pydantic_core import from_json
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
+from apiguard import Rules, ValidationMiddleware, guard
 from apiguard.validation import _json
 from apiguard.validation._json import JSONRejected, json_depth_exceeds, parse_json
 from tests.validation_apps import ORDER, Calls, drive, json_headers, starlette_app
@@ -130,6 +140,95 @@ async def test_invalid_utf8_is_400(body: bytes) -> None:
     assert answer.status == 400
     assert answer.json()["detail"] == "The request body is not valid UTF-8."
     assert calls.seen == []
+
+
+OUT_OF_RANGE = "The JSON body holds a number too large to represent (over 1.8e308 in magnitude)."
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"1e400",
+        b"[1e400]",
+        b'{"a": -1e400}',
+        b"[1E+309]",
+        b"[1.8e308]",
+        b"[1e0400]",
+        b'["x", 1' + b"0" * 400 + b".5]",
+        b"[1" + b"0" * 250 + b"e99]",  # two exponent digits, a long integer part
+        b'{"a": [{"b": [0.5, 2.5e999]}]}',
+    ],
+    ids=lambda body: body[:24].decode(),
+)
+async def test_numbers_out_of_range_are_400_not_infinity(body: bytes) -> None:
+    """Review finding 12: they parsed to ±inf, which the layer refuses as a literal."""
+    answer, calls = await post(body)
+    assert answer.status == 400
+    assert answer.json()["detail"] == OUT_OF_RANGE
+    assert calls.seen == []
+
+
+async def test_a_body_model_never_sees_infinity() -> None:
+    """The reviewer's case: `amount: float = Field(gt=0)` was given `inf` for 1e400."""
+
+    class Transfer(BaseModel):
+        amount: float = Field(gt=0)
+
+    seen: list[Any] = []
+
+    async def transfer(request: Request) -> PlainTextResponse:
+        seen.append(request.state.apiguard.values["body"])
+        return PlainTextResponse("ok")
+
+    app = guard(
+        Starlette(routes=[Route("/t", transfer, methods=["POST"])]),
+        Middleware(ValidationMiddleware, routes={"POST /t": Rules(body=Transfer)}),
+    )
+    transport = httpx.ASGITransport(app, client=("203.0.113.9", 4000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        for body in (b'{"amount": 1e400}', b'{"amount": 12.5}'):
+            await client.post("/t", content=body, headers={"content-type": "application/json"})
+    assert [value.amount for value in seen] == [12.5]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[1.7976931348623157e308]",
+        b"[-1e308]",
+        b"[1e-400]",  # underflows to 0.0: finite
+        b"[1" + b"0" * 400 + b"]",  # an integer: exact, not a float
+        b'["1e400", "file1000e000", "' + b"9" * 300 + b'"]',  # strings
+        b"[1" + b"0" * 300 + b"e-200]",
+    ],
+    ids=lambda body: body[:24].decode(),
+)
+async def test_finite_numbers_and_lookalike_strings_pass(body: bytes) -> None:
+    answer, calls = await post(body)
+    assert answer.status == 200
+    assert calls.seen[0]["body"] == body
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=420),
+    st.sampled_from(["", ".5", ".000"]),
+    st.sampled_from(["", "e", "E", "e+", "E-", "e-", "e0"]),
+    st.integers(min_value=0, max_value=1200),
+    st.sampled_from(["[{}]", '{{"k": [1, {}]}}', "{}"]),
+)
+def test_out_of_range_is_refused_exactly(
+    digits: int, fraction: str, marker: str, exponent: int, frame: str
+) -> None:
+    """Refused exactly when the parser would have produced an infinity, wherever it sits."""
+    number = "9" * digits + fraction + (marker + str(exponent) if marker else "")
+    body = frame.format(number).encode()
+    infinite = math.isinf(from_json(number.encode())) if "." in number or marker else False
+    if infinite:
+        with pytest.raises(JSONRejected, match="json-number-out-of-range"):
+            parse_json(body, 32)
+    else:
+        assert parse_json(body, 32) == from_json(body)
 
 
 async def test_lone_surrogate_escape_is_400() -> None:

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from apiguard import Rules, ValidationMiddleware, guard
+from apiguard import ConfigError, Rules, ValidationMiddleware, guard
 from apiguard.validation import (
     validated,
     validated_body,
@@ -237,7 +237,7 @@ async def test_repeated_scalar_query_parameter_takes_the_last_value() -> None:
         ("", ["query", "q"], "missing"),
         ("q=x&limit=0", ["query", "limit"], "greater_than_equal"),
         ("q=x&limit=abc", ["query", "limit"], "int_parsing"),
-        ("q=x&debug=1", ["query", "debug"], "extra_forbidden"),
+        ("q=x&debug=1", ["query", "<key>"], "extra_forbidden"),  # a name it does not declare
     ],
 )
 async def test_invalid_query_is_422(query: str, loc: list[str], kind: str) -> None:
@@ -247,6 +247,91 @@ async def test_invalid_query_is_422(query: str, loc: list[str], kind: str) -> No
     assert response.status_code == 422
     assert [(e["loc"], e["type"]) for e in response.json()["errors"]] == [(loc, kind)]
     assert calls.seen == []
+
+
+class Strict(BaseModel):
+    model_config = {"extra": "forbid"}
+    sku: str
+    scores: dict[str, int] = {}
+    amount: int | list[int] = 0
+    lines: list[Strict] = []
+
+
+def strict_app(**options: Any) -> Starlette:
+    async def create(request: Request) -> JSONResponse:
+        return JSONResponse({})
+
+    return guard(
+        Starlette(routes=[Route("/strict", create, methods=["POST"])]),
+        Middleware(ValidationMiddleware, routes={"POST /strict": Rules(body=Strict)}, **options),
+    )
+
+
+async def post_strict(body: dict[str, Any], **options: Any) -> httpx.Response:
+    async with client(strict_app(**options)) as c:
+        return await c.post("/strict", json=body)
+
+
+async def test_undeclared_keys_are_not_echoed_in_loc() -> None:
+    """Review finding 13: an extra key, a dict key: the client's text, not the model's."""
+    response = await post_strict({"sku": "A", SECRET: 1, "scores": {SECRET: "x"}})
+    assert response.status_code == 422
+    assert SECRET not in response.text
+    errors = {e["type"]: e["loc"] for e in response.json()["errors"]}
+    assert errors == {
+        "extra_forbidden": ["body", "<key>"],
+        "int_parsing": ["body", "scores", "<key>"],
+    }
+
+
+async def test_undeclared_keys_are_hidden_at_any_depth() -> None:
+    body = {"sku": "A", "lines": [{"sku": "B", "scores": {"ok": 1, SECRET: []}, SECRET: 2}]}
+    response = await post_strict(body)
+    assert SECRET not in response.text
+    assert sorted(e["loc"] for e in response.json()["errors"]) == [
+        ["body", "lines", 0, "<key>"],
+        ["body", "lines", 0, "scores", "<key>"],
+    ]
+
+
+async def test_declared_names_and_union_labels_stay_in_loc() -> None:
+    """What the model declares is no secret: field names, and pydantic's union labels."""
+    response = await post_strict({"sku": 5, "amount": "x", "scores": {"sku": "y"}})
+    locs = sorted(map(tuple, (e["loc"] for e in response.json()["errors"])), key=str)
+    assert locs == sorted(
+        [
+            ("body", "sku"),
+            ("body", "scores", "sku"),  # a client's key, but one the model names
+            ("body", "amount", "int"),
+            ("body", "amount", "list[int]"),
+        ],
+        key=str,
+    )
+
+
+async def test_echo_input_opt_in_shows_the_keys() -> None:
+    response = await post_strict({"sku": "A", SECRET: 1}, echo_input=True)
+    assert response.json()["errors"][0]["loc"] == ["body", SECRET]
+
+
+async def test_undeclared_query_names_are_not_echoed() -> None:
+    async with client(starlette_app()) as c:
+        response = await c.get("/search", params={"q": "x", SECRET: "1"})
+    assert response.status_code == 422
+    assert SECRET not in response.text
+    assert response.json()["errors"][0]["loc"] == ["query", "<key>"]
+
+
+def test_a_body_model_always_has_its_depth_checked() -> None:
+    """The depth bound applies to every JSON body; a body model accepts JSON types only."""
+    with pytest.raises(ConfigError, match="a body model validates JSON"):
+        guard(
+            Starlette(routes=[Route("/strict", lambda r: None, methods=["POST"])]),
+            Middleware(
+                ValidationMiddleware,
+                routes={"POST /strict": Rules(body=Strict, content_types=["*/*"])},
+            ),
+        )
 
 
 async def test_query_errors_do_not_echo_values() -> None:

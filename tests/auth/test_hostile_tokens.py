@@ -16,8 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
-from apiguard import JWTAuth
+from apiguard import AuthMiddleware, JWTAuth, RateLimitMiddleware, by_principal, guard
 from apiguard.auth._base import Failure
 from apiguard.testing import SigningKey, generate_key
 from tests.auth._helpers import (
@@ -29,6 +30,7 @@ from tests.auth._helpers import (
     claims,
     make_app,
     raw_call,
+    routes,
     sign_raw,
 )
 
@@ -268,6 +270,24 @@ HOSTILE: dict[str, Callable[[Keys], str]] = {
     ),
     "utf8-bom-payload": _signed(payload=b"\xef\xbb\xbf" + json.dumps(GOOD).encode()),
     "invalid-utf8-payload": _signed(payload=b'{"sub":"\xff\xfe","aud":"orders","exp":4102444800}'),
+    # RFC 7493 §2.1 (I-JSON): no unpaired surrogates, which `json` decodes to
+    # strings that cannot be encoded (a 500 wherever a later layer encodes them)
+    "lone-high-surrogate-sub": _signed(
+        payload=b'{"sub":"\\ud800evil","aud":"orders","iss":"https://id.example/","exp":4102444800}'
+    ),
+    "lone-low-surrogate-sub": _signed(
+        payload=b'{"sub":"ada\\udfff","aud":"orders","iss":"https://id.example/","exp":4102444800}'
+    ),
+    "reversed-surrogate-pair": _signed(
+        payload=b'{"sub":"\\ude00\\ud83d","aud":"orders","iss":"https://id.example/","exp":4102444800}'
+    ),
+    "lone-surrogate-member-name": _signed(
+        payload=b'{"sub":"ada","aud":"orders","iss":"https://id.example/","exp":4102444800,"\\udbff":1}'
+    ),
+    "lone-surrogate-in-list": _signed(
+        payload=b'{"sub":"ada","aud":["orders","\\ud800"],"iss":"https://id.example/","exp":4102444800}'
+    ),
+    "lone-surrogate-kid": _signed(b'{"alg":"RS256","kid":"rs256-1\\ud800"}'),
     "deeply-nested": _signed(
         payload=b'{"sub":"ada","exp":4102444800,"x":' + b"[" * 1500 + b"]" * 1500 + b"}"
     ),
@@ -370,6 +390,12 @@ CAUSES = {
     "utf16-header": "malformed",
     "utf8-bom-payload": "malformed",
     "invalid-utf8-payload": "malformed",
+    "lone-high-surrogate-sub": "malformed",
+    "lone-low-surrogate-sub": "malformed",
+    "reversed-surrogate-pair": "malformed",
+    "lone-surrogate-member-name": "malformed",
+    "lone-surrogate-in-list": "malformed",
+    "lone-surrogate-kid": "malformed",
     "deeply-nested": "malformed",
     "oversized": "oversized",
     "dots-only": "malformed",
@@ -436,6 +462,7 @@ PYJWT_ACCEPTS = [
     "utf16-payload",
     "typ-dpop",
     "oversized",
+    "lone-surrogate-member-name",
 ]
 
 
@@ -535,3 +562,44 @@ async def test_signed_garbage_claims_never_500(
         app, [(b"authorization", b"Bearer " + sign_raw(keys["RS256"], header, payload).encode())]
     )
     assert status in (200, 401)
+
+
+@pytest.mark.parametrize(
+    ("escaped", "sub"),
+    [
+        (b"\\ud83d\\ude00", "\U0001f600"),  # a surrogate pair: one code point, I-JSON
+        (b"\\\\ud800", "\\ud800"),  # an escaped backslash, then text
+        (b"\\u00e9\\u4e2d", "\u00e9\u4e2d"),
+    ],
+)
+async def test_escapes_that_are_i_json_are_accepted(
+    app: Starlette, keys: Keys, escaped: bytes, sub: str
+) -> None:
+    """Only unpaired surrogates are refused, not escapes or characters beyond the BMP."""
+    payload = (
+        b'{"sub":"' + escaped + b'","aud":"orders","iss":"https://id.example/","exp":4102444800}'
+    )
+    token = sign_raw(keys["RS256"], _header(keys["RS256"]), payload)
+    response = await call(app, headers=bearer(token))
+    assert response.status_code == 200, response.text
+    assert response.json()["name"] == sub
+
+
+@pytest.mark.usefixtures("close_stores")
+async def test_a_lone_surrogate_sub_never_reaches_a_redis_rate_limit(
+    keys: Keys, verifier: JWTAuth, redis_url: str
+) -> None:
+    """The reviewer's chain: such a `sub` keyed a Redis counter and answered 500."""
+    guarded = guard(
+        Starlette(routes=routes()),
+        Middleware(AuthMiddleware, authenticators=[verifier]),
+        Middleware(RateLimitMiddleware, limit="100/minute", key=by_principal(), storage=redis_url),
+    )
+    token = HOSTILE["lone-high-surrogate-sub"](keys)
+    response = await call(guarded, headers=bearer(token))
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_token"
+    good = await call(guarded, headers=bearer(_signed()(keys)))
+    assert good.status_code == 200
+    # The good token's request was counted in Redis: the first one counted.
+    assert good.headers["ratelimit"].startswith('"default-0";r=99;')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +14,7 @@ from starlette.applications import Starlette
 
 from apiguard import APIKeyAuth, JWTAuth, Principal
 from apiguard.auth.jwks import RemoteKeys, cache_seconds
-from apiguard.testing import FrozenClock, SigningKey, generate_key
+from apiguard.testing import FrozenClock, SigningKey, generate_key, jwks
 from tests._servers import ThreadedUvicorn, free_port
 from tests.auth._helpers import AUDIENCE, bearer, call, claims, make_app
 from tests.auth._keyserver import KeyServer, settle
@@ -174,6 +175,23 @@ async def test_a_broken_key_set_keeps_the_last_good_one(
     assert await ok(app, rs256, jti="1") == 200
     await settle(auth)
     assert await ok(app, rs256, jti="2") == 200
+    assert (server.fetches, remote_keys(auth).failures) == (2, 1)
+
+
+async def test_a_key_set_with_a_lone_surrogate_is_refused(
+    server: KeyServer, rs256: SigningKey, frozen: FrozenClock
+) -> None:
+    """Not I-JSON (RFC 7493 §2.1): refused like any broken set; the last good one stays."""
+    auth = remote(server.jwks_url)
+    app = make_app(auth)
+    assert await ok(app, rs256) == 200
+    document = jwks(rs256)
+    document["keys"][0]["x-note"] = "\ud800"
+    server.body = json.dumps(document).encode()  # ASCII: the surrogate as an escape
+    assert b"\\ud800" in server.body
+    frozen.advance(301)
+    assert await ok(app, rs256, jti="1") == 200
+    await settle(auth)
     assert (server.fetches, remote_keys(auth).failures) == (2, 1)
 
 

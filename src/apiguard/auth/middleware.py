@@ -17,7 +17,15 @@ from apiguard.compose import checked_at_startup
 from apiguard.context import Decision, get_context
 from apiguard.errors import ConfigError
 from apiguard.problems import Problem, ProblemResponse
-from apiguard.routing import RoutePolicies, parse_route_key
+from apiguard.routing import (
+    Resolver,
+    RoutePolicies,
+    find_router,
+    parse_route_key,
+    resolve,
+    resolver_for,
+    router_of,
+)
 
 __all__ = ["AuthMiddleware"]
 
@@ -127,10 +135,11 @@ class AuthMiddleware:
     `principal` all give the caller.
 
     Routes are required to carry a credential unless listed in `public` or
-    `optional`. CORS preflight requests (`OPTIONS` with
-    `Access-Control-Request-Method`) pass unauthenticated; put
-    `CORSMiddleware` outside this layer. WebSocket handshakes are
-    authenticated like requests.
+    `optional`. CORS preflight requests (`OPTIONS` with `Origin` and
+    `Access-Control-Request-Method`) pass unauthenticated where no route
+    accepts `OPTIONS` (the router would answer 404 or 405); elsewhere they
+    are authenticated like any request. Put `CORSMiddleware` outside this
+    layer. WebSocket handshakes are authenticated like requests.
 
     Args:
         app: The ASGI app to protect.
@@ -208,7 +217,14 @@ class AuthMiddleware:
         # The per-option tables name the option in errors; the merged table,
         # bound last, is the one requests are resolved with.
         binds = [*(lambda c=c: c.bind(app) for c in checks), lambda: self._routes.bind(app)]
-        self.app = checked_at_startup(app, *binds)
+        # The router this layer wraps, if any, for preflights when the scope
+        # names no app (the layer wrapped around an app rather than inside it).
+        self._router_resolver: Resolver | None = None
+        self.app = checked_at_startup(app, *binds, lambda: self._find_router(app))
+
+    def _find_router(self, app: ASGIApp) -> None:
+        router = find_router(app)
+        self._router_resolver = resolver_for(router) if router is not None else None
 
     def _scoped(self, names: frozenset[str], realm: str) -> _Policy:
         policy = _Policy(_REQUIRED, names)
@@ -233,13 +249,12 @@ class AuthMiddleware:
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        if (
-            kind == "http"
-            and scope["method"] == "OPTIONS"
-            and get_header(scope, b"access-control-request-method") is not None
-        ):
+        if kind == "http" and scope["method"] == "OPTIONS" and self._bare_preflight(scope):
             # A CORS preflight carries no credentials (Fetch standard §4.8).
-            get_context(scope).record(_SKIP_PREFLIGHT)
+            # Anonymous, as on a public route: what reads request.user works.
+            context = get_context(scope)  # makes scope["state"] where missing
+            _anonymous(scope)
+            context.record(_SKIP_PREFLIGHT)
             await self.app(scope, receive, send)
             return
         policy = self._routes.lookup(scope)
@@ -301,6 +316,27 @@ class AuthMiddleware:
             return
         context.record(_MISSING)
         await self._missing.send(scope, send)
+
+    def _bare_preflight(self, scope: Scope) -> bool:
+        """Whether this OPTIONS request is a CORS preflight that no route would answer.
+
+        Only such a request passes unauthenticated: `Origin` and
+        `Access-Control-Request-Method` both present (a browser always sends
+        both), and the router would answer it with 404 or 405 (or a slash
+        redirect) because no route accepts `OPTIONS` there. A route listing
+        `OPTIONS`, an ASGI endpoint, a mounted app without routes: each
+        answers `OPTIONS` itself, so there the request is authenticated like
+        any other. Without a router to ask (a plain ASGI app), it is too.
+        """
+        if (
+            get_header(scope, b"access-control-request-method") is None
+            or get_header(scope, b"origin") is None
+        ):
+            return False
+        fallback = self._router_resolver
+        if fallback is None and router_of(scope.get("app")) is None:
+            return False
+        return resolve(scope, fallback) is None
 
     def _refusal(self, slot: _Slot, failure: Failure) -> tuple[Decision, ProblemResponse]:
         """The decision and response for a refused credential, built once per cause."""

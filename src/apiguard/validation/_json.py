@@ -16,6 +16,12 @@ with few brackets are checked otherwise: with no more opening brackets than
 the bound, they cannot nest deeper and are parsed as they are; with up to
 `WALK_BELOW`, the parsed value is walked level by level, at C speed.
 
+Numbers too large for a float (`1e400`) parse to infinity, which the layer
+refuses as it refuses a literal `Infinity`; the check costs two byte scans of
+the body, and a walk of the parsed value only when those find a number
+shaped like one (an exponent of three digits or more, or a very long
+integer part).
+
 The parser's limit is measured when this module is imported; should a future
 pydantic-core count differently, the bound is instead checked on the parsed
 value, level by level ([`json_depth_exceeds`][apiguard.validation._json.json_depth_exceeds]).
@@ -34,6 +40,7 @@ __all__ = [
     "PARSER_LIMIT",
     "WALK_BELOW",
     "JSONRejected",
+    "holds_infinity",
     "json_depth_exceeds",
     "parse_json",
 ]
@@ -53,6 +60,15 @@ WALK_BELOW: Final = 96
 
 #: How much of a large body is counted before choosing.
 _PREFIX: Final = 16_384
+
+# Digits to "0", "E" to "e", "+" deleted: a number that may overflow a float
+# then shows as "0e000" (an exponent of three digits or more) or as a run of
+# over 209 digits (an integer part that overflows with an exponent below 100).
+_NUMBER_SHAPES: Final = bytes.maketrans(b"0123456789E", b"0000000000e")
+_BIG_EXPONENT: Final = b"0e000"
+_LONG_INTEGER: Final = b"0" * 209
+_INFINITY: Final = float("inf")
+_MINUS_INFINITY: Final = -_INFINITY
 
 
 def _from_json(text: bytes, *, pause_gc: bool) -> Any:
@@ -157,15 +173,43 @@ def _opens(body: bytes) -> int:
     return body.count(b"[") + body.count(b"{")
 
 
+def _may_overflow(body: bytes) -> bool:
+    """Whether `body` may hold a number beyond a float's range (never a false no)."""
+    shapes = body.translate(_NUMBER_SHAPES, b"+")
+    return _BIG_EXPONENT in shapes or (len(shapes) > 209 and _LONG_INTEGER in shapes)
+
+
+def holds_infinity(value: Any) -> bool:
+    """Whether `value`, or a value inside it, is a float infinity.
+
+    Level by level, with C-level membership tests (`inf in level` compares
+    each item, strings and containers answering no at once).
+    """
+    level = [value]
+    while level:
+        if _INFINITY in level or _MINUS_INFINITY in level:
+            return True
+        level = list(
+            chain.from_iterable(
+                [_values(c) if type(c) is dict else c for c in level if type(c) in _CONTAINERS]
+            )
+        )
+    return False
+
+
 def parse_json(body: bytes, max_depth: int) -> Any:
     """Parse `body` as strict JSON (RFC 8259) with no value inside more than `max_depth` containers.
 
     Duplicate object keys: the last one wins, as in `json.loads` (Starlette's
     `request.json()`) and pydantic, so the layer and the app read one value.
 
+    A number beyond a float's range (`1e400`, which the parser turns into
+    infinity) is refused like `Infinity` itself; integers are exact, so only
+    numbers with a fraction or an exponent can be out of range.
+
     Raises:
         JSONRejected: `reason` is `"json-too-deep"`, `"invalid-utf-8"`,
-            `"json-bom"` or `"invalid-json"`.
+            `"json-bom"`, `"invalid-json"` or `"json-number-out-of-range"`.
     """
     opens = _opens(body)
     many = opens > WALK_BELOW
@@ -178,6 +222,8 @@ def parse_json(body: bytes, max_depth: int) -> Any:
             raise JSONRejected(_reason(body, str(exc))) from exc
         if opens > max_depth and json_depth_exceeds(value, max_depth):
             raise JSONRejected("json-too-deep")
+        if _may_overflow(body) and holds_infinity(value):
+            raise JSONRejected("json-number-out-of-range")
         return value
     wrapper = _wrappers.get(max_depth)
     if wrapper is None:
@@ -194,6 +240,8 @@ def parse_json(body: bytes, max_depth: int) -> Any:
         if type(value) is not list or len(value) != 1:
             raise JSONRejected("invalid-json")
         value = value[0]
+    if _may_overflow(body) and holds_infinity(value):
+        raise JSONRejected("json-number-out-of-range")
     return value
 
 

@@ -36,7 +36,7 @@ class BodyModel:
         ConfigError: pydantic cannot build a validator for `model`.
     """
 
-    __slots__ = ("accepts_none", "model", "validate")
+    __slots__ = ("accepts_none", "declared", "model", "validate")
 
     def __init__(self, option: str, model: Any) -> None:
         self.model = model
@@ -46,6 +46,7 @@ class BodyModel:
             msg = f"{option}: pydantic cannot validate {model!r}: {exc}"
             raise ConfigError(msg) from exc
         self.validate: Callable[[Any], Any] = adapter.validator.validate_python
+        self.declared = schema_strings(adapter.core_schema)
         try:
             self.validate(None)
         except ValidationError:
@@ -67,7 +68,7 @@ class ParamsModel:
         ConfigError: `model` is not a pydantic `BaseModel` subclass.
     """
 
-    __slots__ = ("by_name", "model", "multi", "validate", "wire_names")
+    __slots__ = ("by_name", "declared", "model", "multi", "validate", "wire_names")
 
     def __init__(self, option: str, model: Any, *, headers: bool) -> None:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
@@ -75,6 +76,7 @@ class ParamsModel:
             raise ConfigError(msg)
         self.model = model
         self.validate: Callable[[Any], Any] = model.__pydantic_validator__.validate_python
+        self.declared = schema_strings(model.__pydantic_core_schema__)
         #: Wire name -> the key the model validates it under.
         self.by_name: dict[str, str] = {}
         #: The key a model reports an error under -> the name on the wire.
@@ -116,6 +118,46 @@ def _is_sequence(annotation: Any) -> bool:
     return origin in _SEQUENCES or annotation in _SEQUENCES
 
 
+#: What an undeclared key becomes in `loc` when inputs are not echoed.
+HIDDEN_KEY: Final = "<key>"
+
+
+def schema_strings(schema: Any) -> frozenset[str]:
+    """Every string in a pydantic core schema: field names, aliases, tags, titles.
+
+    What a model declares is no secret of the client's; a `loc` element that
+    is not among these and is a key of the input was chosen by the client.
+    """
+    found: set[str] = set()
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            found.add(node)
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+    return frozenset(found)
+
+
+def _input_keys(data: Any) -> set[Any]:
+    """Every key of every mapping in the input (on the refusal path only)."""
+    keys: set[Any] = set()
+    level = [data]
+    while level:
+        children: list[Any] = []
+        for node in level:
+            if isinstance(node, dict):
+                keys.update(node)
+                children.extend(node.values())
+            elif isinstance(node, list | tuple):
+                children.extend(node)
+        level = children
+    return keys
+
+
 def missing_body() -> list[dict[str, Any]]:
     """The errors of an empty body where the model needs one (as FastAPI words it)."""
     return [{"loc": ["body"], "msg": "Field required", "type": "missing"}]
@@ -127,6 +169,8 @@ def error_list(
     *,
     echo_input: bool,
     wire_names: dict[str, str] | None = None,
+    declared: frozenset[str] = frozenset(),
+    data: Any = None,
 ) -> list[dict[str, Any]]:
     """`loc`, `msg` and `type` of each error; `input` and `ctx` only if `echo_input`.
 
@@ -135,12 +179,24 @@ def error_list(
 
     Without `echo_input`, the few built-in messages that quote the input (a
     discriminator tag, a UUID parser's complaint) are replaced by ones that do
-    not. Messages raised by the app's own validators go out as written.
+    not, and a `loc` element that is a key of the input (`data`) but not a
+    string of the model (`declared`) becomes `"<key>"`: an extra key, a
+    key of a `dict` field, an undeclared query parameter are the client's
+    text, which may be a secret sent by mistake. Messages raised by the app's
+    own validators go out as written.
     """
     out: list[dict[str, Any]] = []
+    keys: set[Any] | None = None
     for error in exc.errors(include_url=False, include_input=echo_input)[:MAX_ERRORS]:
         kind = error["type"]
         loc = list(error["loc"])
+        if not echo_input:
+            for position, element in enumerate(loc):
+                if type(element) is str and element not in declared:
+                    if keys is None:
+                        keys = _input_keys(data)
+                    if element in keys:
+                        loc[position] = HIDDEN_KEY
         if wire_names and loc and isinstance(loc[0], str):
             loc[0] = wire_names.get(loc[0], loc[0])
         item: dict[str, Any] = {"loc": [part, *loc], "msg": error["msg"], "type": kind}

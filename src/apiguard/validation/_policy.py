@@ -55,6 +55,9 @@ _ENCODED = _problem(
 _INVALID_JSON = _problem(400, "The request body is not well-formed JSON.")
 _INVALID_UTF8 = _problem(400, "The request body is not valid UTF-8.")
 _JSON_BOM = _problem(400, "The JSON body starts with a byte order mark; send it without.")
+_OUT_OF_RANGE = _problem(
+    400, "The JSON body holds a number too large to represent (over 1.8e308 in magnitude)."
+)
 
 
 class Policy:
@@ -146,6 +149,7 @@ class Policy:
             "invalid-json": _INVALID_JSON,
             "invalid-utf-8": _INVALID_UTF8,
             "json-bom": _JSON_BOM,
+            "json-number-out-of-range": _OUT_OF_RANGE,
         }
         limits = {
             "content-too-large": max_body_bytes,

@@ -74,7 +74,9 @@ class ValidationMiddleware:
         routes: Route keys (`"POST /orders"`) to [`Rules`][apiguard.Rules]
             that override these defaults and add models.
         echo_input: Put the submitted value (`input`) and the constraint
-            (`ctx`) in each 422 error. Off by default: values may be secrets.
+            (`ctx`) in each 422 error, and keys the model does not declare
+            in `loc` (`"<key>"` otherwise). Off by default: values and keys
+            may be secrets.
 
     Raises:
         ConfigError: an option is of the wrong type or out of range, or a
@@ -287,7 +289,10 @@ class ValidationMiddleware:
             try:
                 values["body"] = model.validate(parsed)
             except ValidationError as exc:
-                return "invalid-body", error_list(exc, "body", echo_input=self.echo_input)
+                errors = error_list(
+                    exc, "body", echo_input=self.echo_input, declared=model.declared, data=parsed
+                )
+                return "invalid-body", errors
         return None
 
     def _params(
@@ -299,10 +304,13 @@ class ValidationMiddleware:
         if query is not None:
             # As Starlette parses `request.query_params`.
             pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+            data = query.from_pairs(pairs, first=False)
             try:
-                values["query"] = query.validate(query.from_pairs(pairs, first=False))
+                values["query"] = query.validate(data)
             except ValidationError as exc:
-                errors += error_list(exc, "query", echo_input=self.echo_input)
+                errors += error_list(
+                    exc, "query", echo_input=self.echo_input, declared=query.declared, data=data
+                )
         headers = policy.headers
         if headers is not None:
             wanted = headers.by_name
@@ -311,11 +319,17 @@ class ValidationMiddleware:
                 for name, value in scope["headers"]
                 if (text := name.decode("latin-1")) in wanted
             ]
+            data = headers.from_pairs(pairs, first=True)
             try:
-                values["headers"] = headers.validate(headers.from_pairs(pairs, first=True))
+                values["headers"] = headers.validate(data)
             except ValidationError as exc:
                 errors += error_list(
-                    exc, "header", echo_input=self.echo_input, wire_names=headers.wire_names
+                    exc,
+                    "header",
+                    echo_input=self.echo_input,
+                    wire_names=headers.wire_names,
+                    declared=headers.declared,
+                    data=data,
                 )
         return errors
 
