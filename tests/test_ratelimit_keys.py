@@ -118,6 +118,25 @@ def test_trusted_proxies_are_read_right_to_left(
     assert key(scope(PROXY, *headers)) == expected
 
 
+def test_a_proxy_walk_remembered_is_the_walk_itself() -> None:
+    """One key function over every case, twice: remembered answers equal fresh ones."""
+    key = by_ip(trusted_proxies=["10.0.0.0/8"])
+    cases = [
+        (scope("10.0.0.5"), "10.0.0.5"),
+        (scope("10.0.0.6"), "10.0.0.6"),  # the same (empty) header from another proxy
+        (scope("10.0.0.5", ("X-Forwarded-For", "198.51.100.7")), "198.51.100.7"),
+        (scope("10.0.0.6", ("X-Forwarded-For", "198.51.100.7")), "198.51.100.7"),
+        (scope("10.0.0.5", ("X-Forwarded-For", "10.9.9.9")), "10.9.9.9"),
+        (scope("10.0.0.5", ("X-Forwarded-For", "1.2.3.4, unknown")), "10.0.0.5"),
+        (scope("10.0.0.6", ("X-Forwarded-For", "1.2.3.4, unknown")), "10.0.0.6"),
+        # longer than any value remembered: read every time
+        (scope("10.0.0.5", ("X-Forwarded-For", ", ".join(["10.1.1.1"] * 60 + ["192.0.2.1"]))),
+         "192.0.2.1"),
+    ]  # fmt: skip
+    for _ in range(2):
+        assert [key(s) for s, _ in cases] == [expected for _, expected in cases]
+
+
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [
