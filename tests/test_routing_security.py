@@ -15,6 +15,7 @@ from starlette.websockets import WebSocket
 
 from apiguard import APIKeyAuth, AuthMiddleware, ConfigError, Principal, guard
 from apiguard.routing import RoutePolicies
+from tests.auth._helpers import websocket
 
 pytestmark = pytest.mark.anyio
 
@@ -88,29 +89,7 @@ async def test_websocket_routes_are_keyed_as_get_handshakes(key: str) -> None:
         Starlette(routes=[WebSocketRoute("/ws", _feed)]),
         Middleware(AuthMiddleware, authenticators=[APIKeyAuth(keys=KEYS)], scopes={key: ["admin"]}),
     )
-    sent: list[dict[str, Any]] = []
-    incoming = [{"type": "websocket.connect"}]
-
-    async def receive() -> dict[str, Any]:
-        return incoming.pop(0) if incoming else {"type": "websocket.disconnect", "code": 1000}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "websocket",
-        "path": "/ws",
-        "raw_path": b"/ws",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"x-api-key", BOB["x-api-key"].encode())],
-        "scheme": "ws",
-        "server": ("t", 80),
-        "client": ("203.0.113.9", 4000),
-        "asgi": {"version": "3.0"},
-        "subprotocols": [],
-    }
-    await app(scope, receive, send)
+    sent = await websocket(app, [(b"x-api-key", BOB["x-api-key"].encode())])
     assert sent[0]["type"] == "websocket.close"  # refused before the app: bob lacks 'admin'
     assert not any(m["type"] == "websocket.send" for m in sent)
 
