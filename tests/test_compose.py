@@ -16,8 +16,9 @@ from starlette.routing import Route
 
 from apiguard import ConfigError, guard
 from apiguard.context import from_request
+from tests._layers import TagLayer
+from tests._lifespan import startup
 from tests._servers import Uvicorn
-from tests.layers import TagLayer
 
 pytestmark = pytest.mark.anyio
 
@@ -110,30 +111,9 @@ def test_options_are_validated_when_guard_is_called(layer: Any, message: str) ->
     assert app.user_middleware == []
 
 
-async def _startup(app: Any) -> dict[str, Any]:
-    """Run lifespan start-up the way a server does; return the app's answer."""
-    messages = [{"type": "lifespan.startup"}]
-    answers: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        if messages:
-            return messages.pop(0)
-        return {"type": "lifespan.shutdown"}
-
-    async def send(message: dict[str, Any]) -> None:
-        answers.append(message)
-
-    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-    try:
-        await app(scope, receive, send)
-    except Exception as exc:  # Starlette re-raises after reporting the failure
-        answers.append({"type": "raised", "error": exc})
-    return answers[0]
-
-
 async def test_guard_after_start_is_refused() -> None:
     app = _starlette()
-    assert (await _startup(app))["type"] == "lifespan.startup.complete"
+    assert (await startup(app))["type"] == "lifespan.startup.complete"
     with pytest.raises(ConfigError, match="already started"):
         guard(app, *LAYERS)
 
@@ -156,7 +136,7 @@ async def test_unknown_route_fails_the_first_request_in_process() -> None:
 async def test_unknown_route_fails_lifespan_startup() -> None:
     """Under a server, lifespan start-up fails with the error: the server refuses to start."""
     app = guard(_starlette(), Middleware(TagLayer, name="t", routes={"/nope": "x"}))
-    answer = await _startup(app)
+    answer = await startup(app)
     assert answer["type"] == "lifespan.startup.failed"
     assert "routes: route '/nope' is not a route of the app" in answer["message"]
 
@@ -164,7 +144,7 @@ async def test_unknown_route_fails_lifespan_startup() -> None:
 @pytest.mark.slow
 def test_uvicorn_refuses_to_start_with_an_unknown_route() -> None:
     """Under uvicorn's default `--lifespan auto` the server exits, naming the option."""
-    server = Uvicorn("tests.startup_app:app")
+    server = Uvicorn("tests._startup_app:app")
     server.start(wait=False)
     assert server.proc is not None
     try:

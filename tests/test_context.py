@@ -16,7 +16,7 @@ from apiguard import Decision, guard
 from apiguard._clock import clock
 from apiguard.context import STATE_KEY, get_context
 from apiguard.testing import FrozenClock
-from tests.layers import TagLayer
+from tests._layers import TagLayer
 
 pytestmark = pytest.mark.anyio
 

@@ -15,10 +15,10 @@ from starlette.applications import Starlette
 from apiguard import APIKeyAuth, JWTAuth, Principal
 from apiguard.auth.jwks import RemoteKeys, cache_seconds
 from apiguard.testing import FrozenClock, SigningKey, generate_key, jwks
+from tests._lifespan import startup
 from tests._servers import ThreadedUvicorn, free_port
 from tests.auth._helpers import AUDIENCE, bearer, call, claims, make_app
 from tests.auth._keyserver import KeyServer, settle
-from tests.test_compose import _startup
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -201,7 +201,7 @@ async def test_the_service_starts_and_serves_while_the_key_server_is_down(
     port = free_port()  # nothing listens there yet
     jwt_auth = remote(f"http://127.0.0.1:{port}/jwks.json")
     app = make_app(jwt_auth, APIKeyAuth(keys={"k-123456789": Principal(id="partner")}))
-    assert (await _startup(app))["type"] == "lifespan.startup.complete"
+    assert (await startup(app))["type"] == "lifespan.startup.complete"
     assert (await call(app, headers={"x-api-key": "k-123456789"})).status_code == 200
     refused = await call(app, headers=bearer(rs256.token(claims())))
     assert refused.status_code == 503  # fail closed: no keys to verify with, not a 401

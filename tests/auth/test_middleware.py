@@ -279,9 +279,9 @@ async def test_websocket_with_credential_is_accepted(app: Starlette, rs256: Sign
 
 
 async def test_lifespan_passes_through(rs256: SigningKey) -> None:
-    from tests.test_compose import _startup
+    from tests._lifespan import startup
 
-    answer = await _startup(make_app(jwt_auth(rs256)))
+    answer = await startup(make_app(jwt_auth(rs256)))
     assert answer["type"] == "lifespan.startup.complete"
 
 

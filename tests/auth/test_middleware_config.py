@@ -10,8 +10,8 @@ from starlette.middleware import Middleware
 
 from apiguard import APIKeyAuth, AuthMiddleware, ConfigError, JWTAuth, Principal, guard
 from apiguard.testing import SigningKey
+from tests._lifespan import startup
 from tests.auth._helpers import AUDIENCE, call, make_app, routes
-from tests.test_compose import _startup
 
 pytestmark = pytest.mark.anyio
 
@@ -83,7 +83,7 @@ def test_an_api_key_scheme_and_a_jwt_on_bearer_collide(rs256: SigningKey) -> Non
 async def test_unknown_route_keys_fail_start_up(option: str, value: Any, message: str) -> None:
     """Contract 3/4: route keys are checked against the app when the stack is built."""
     app = make_app(keys_auth(), **{option: value})
-    answer = await _startup(app)
+    answer = await startup(app)
     assert answer["type"] == "lifespan.startup.failed"
     assert message in answer["message"]
 

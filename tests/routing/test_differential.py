@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from apiguard.routing import Resolver, router_of
-from tests.routing_apps import MARK, fastapi_app, fastapi_key, starlette_app
+from tests.routing._apps import MARK, fastapi_app, fastapi_key, starlette_app
 
 SEGMENTS = [
     "",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from apiguard.validation._media import ALLOWED, ALLOWED_JSON, REFUSED, ContentTypes
-from tests.validation_apps import Calls, drive, starlette_app
+from tests.validation._apps import Calls, drive, starlette_app
 
 pytestmark = pytest.mark.anyio
 

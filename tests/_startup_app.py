@@ -6,7 +6,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from apiguard import guard
-from tests.layers import TagLayer
+from tests._layers import TagLayer
 
 
 async def health(request: object) -> PlainTextResponse:

@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from apiguard import ConfigError, guard
 from apiguard.ratelimit import RateLimitMiddleware, RoutePolicy, by_header, by_principal
 from apiguard.testing import FrozenClock
-from tests.ratelimit_helpers import client, limited_app, policies, ratelimit
+from tests.ratelimit._helpers import client, limited_app, policies, ratelimit
 
 pytestmark = pytest.mark.anyio
 

@@ -22,7 +22,7 @@ from starlette.routing import Route
 from apiguard import Rules, ValidationMiddleware, guard
 from apiguard.validation import _json
 from apiguard.validation._json import JSONRejected, json_depth_exceeds, parse_json
-from tests.validation_apps import ORDER, Calls, drive, json_headers, starlette_app
+from tests.validation._apps import ORDER, Calls, drive, json_headers, starlette_app
 
 pytestmark = pytest.mark.anyio
 

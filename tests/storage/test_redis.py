@@ -20,7 +20,7 @@ from apiguard.storage import (
     open_store,
 )
 from apiguard.testing import FrozenClock
-from tests.ratelimit_helpers import client, limited_app, ratelimit
+from tests.ratelimit._helpers import client, limited_app, ratelimit
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,7 @@ import pytest
 
 from apiguard import ConfigError, Principal, get_context
 from apiguard.ratelimit import by_api_key, by_header, by_ip, by_principal
-from tests.ratelimit_helpers import client, limited_app
+from tests.ratelimit._helpers import client, limited_app
 
 pytestmark = pytest.mark.anyio
 

@@ -205,5 +205,5 @@ def json_headers(length: int | None = None) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-#: What the uvicorn tests serve: `tests.validation_apps:app`.
+#: What the uvicorn tests serve: `tests.validation._apps:app`.
 app = starlette_app()

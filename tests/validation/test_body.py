@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from apiguard import get_context
-from tests.validation_apps import ORDER, Answer, Calls, drive, json_headers, starlette_app
+from tests.validation._apps import ORDER, Answer, Calls, drive, json_headers, starlette_app
 
 pytestmark = pytest.mark.anyio
 

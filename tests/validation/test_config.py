@@ -12,8 +12,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from apiguard import ConfigError, Rules, ValidationMiddleware, guard
-from tests.test_compose import _startup
-from tests.validation_apps import OrderIn
+from tests._lifespan import startup
+from tests.validation._apps import OrderIn
 
 pytestmark = pytest.mark.anyio
 
@@ -117,7 +117,7 @@ async def test_unknown_route_key_fails_startup() -> None:
     guarded = guard(
         app(), Middleware(ValidationMiddleware, routes={"POST /order": Rules(body=OrderIn)})
     )
-    answer = await _startup(guarded)
+    answer = await startup(guarded)
     assert answer["type"] == "lifespan.startup.failed"
     assert "routes: route 'POST /order' is not a route of the app" in answer["message"]
     assert "did you mean '/orders'" in answer["message"]
@@ -132,7 +132,7 @@ async def test_both_methods_of_one_template_bind() -> None:
             routes={"POST /orders": Rules(body=OrderIn), "GET /orders": Rules(query=Q)},
         ),
     )
-    assert (await _startup(guarded))["type"] == "lifespan.startup.complete"
+    assert (await startup(guarded))["type"] == "lifespan.startup.complete"
 
 
 class Q(BaseModel):
@@ -141,7 +141,7 @@ class Q(BaseModel):
 
 async def test_plain_asgi_app_gets_rules_by_its_own_templates() -> None:
     """Without a Starlette router, the route keys' templates are matched against the path."""
-    from tests.validation_apps import drive
+    from tests.validation._apps import drive
 
     calls = []
 

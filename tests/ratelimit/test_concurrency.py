@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests._servers import Uvicorn
-from tests.ratelimit_helpers import client, limited_app, ratelimit
+from tests.ratelimit._helpers import client, limited_app, ratelimit
 
 pytestmark = pytest.mark.anyio
 
@@ -56,7 +56,7 @@ async def test_two_uvicorn_workers_sharing_redis_admit_exactly_the_limit(
     redis_url: str, strategy: str
 ) -> None:
     server = Uvicorn(
-        "tests.ratelimit_worker_app:app",
+        "tests.ratelimit._worker_app:app",
         "--workers",
         "2",
         "--log-level",

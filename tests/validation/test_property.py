@@ -21,7 +21,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from apiguard import Rules, ValidationMiddleware, guard
-from tests.validation_apps import drive
+from tests.validation._apps import drive
 
 pytestmark = pytest.mark.anyio
 

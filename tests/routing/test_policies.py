@@ -12,7 +12,7 @@ from starlette.routing import Mount, Route
 from apiguard import ConfigError
 from apiguard.context import get_context
 from apiguard.routing import Resolver, RouteMatch, RoutePolicies, parse_route_key, resolve
-from tests.routing_apps import endpoint, starlette_app
+from tests.routing._apps import endpoint, starlette_app
 
 
 def _scope(path: str, method: str = "GET", app: Any = None, **extra: Any) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from apiguard import Rules
-from tests.validation_apps import Answer, Calls, drive, starlette_app
+from tests.validation._apps import Answer, Calls, drive, starlette_app
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests._servers import RedisServer
-from tests.ratelimit_helpers import client, limited_app
+from tests.ratelimit._helpers import client, limited_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("close_stores"), pytest.mark.slow]
 

@@ -36,7 +36,7 @@ def read_status(sock: socket.socket, timeout: float = 10.0) -> tuple[int, bytes]
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Uvicorn]:
-    uvicorn = Uvicorn("tests.validation_apps:app", "--lifespan", "on", "--log-level", "warning")
+    uvicorn = Uvicorn("tests.validation._apps:app", "--lifespan", "on", "--log-level", "warning")
     uvicorn.start()
     yield uvicorn
     uvicorn.stop()

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from apiguard import ValidationMiddleware, guard
-from tests.validation_apps import drive
+from tests.validation._apps import drive
 
 pytestmark = pytest.mark.anyio
 

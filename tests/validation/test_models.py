@@ -24,7 +24,7 @@ from apiguard.validation import (
     validated_query,
 )
 from apiguard.validation._models import MAX_ERRORS
-from tests.validation_apps import ORDER, Calls, OrderIn, starlette_app
+from tests.validation._apps import ORDER, Calls, OrderIn, starlette_app
 
 pytestmark = pytest.mark.anyio
 
