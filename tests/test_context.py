@@ -107,3 +107,26 @@ def test_principal_rejects_bad_fields(kwargs: dict[str, object], message: str) -
 
     with pytest.raises(ValueError, match=message):
         Principal(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_each_request_gets_its_own_context_under_lifespan_manager() -> None:
+    """asgi-lifespan hands every request one state dict: contexts still never mix."""
+    from asgi_lifespan import LifespanManager
+
+    seen: list[object] = []
+
+    async def endpoint(request: Request) -> Response:
+        context = get_context(request.scope)
+        seen.append(context)
+        return JSONResponse({"decisions": len(context.decisions), "tags": len(seen)})
+
+    app = guard(
+        Starlette(routes=[Route("/orders/{order_id:int}", endpoint)]),
+        Middleware(TagLayer, name="a", routes={"/orders/{order_id}": "one"}),
+    )
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            answers = [(await client.get(f"/orders/{n}")).json() for n in range(60)]
+    assert [a["decisions"] for a in answers] == [1] * 60
+    assert len({id(context) for context in seen}) == 60  # all alive: ids are distinct

@@ -35,7 +35,7 @@ from starlette.convertors import (
 from starlette.routing import BaseRoute, Host, Match, Mount, Route, Router, WebSocketRoute
 
 from apiguard._types import ASGIApp, Scope
-from apiguard.context import STATE_KEY, RequestContext, get_context
+from apiguard.context import CONTEXT_KEY, RequestContext, get_context
 from apiguard.errors import ConfigError
 
 __all__ = [
@@ -674,16 +674,15 @@ def resolve(scope: Scope, fallback: Resolver | None = None) -> RouteMatch | None
     """
     app = scope.get("app")
     if app is not None:
-        state = scope.get("state")
-        context: RequestContext | None = state.get(STATE_KEY) if state is not None else None
-        if context is None:
-            context = get_context(scope)
-        elif context.route_app is app:
-            return context.route
         resolver = _resolver_of_app(app)
         if resolver is not None:
+            context: RequestContext | None = scope.get(CONTEXT_KEY)
+            if context is None:
+                context = get_context(scope)
+            elif context.route_resolver is resolver:
+                return context.route
             match = resolver.resolve(scope)
-            context.route_app = app
+            context.route_resolver = resolver
             context.route = match
             return match
     return fallback.resolve(scope) if fallback is not None else None

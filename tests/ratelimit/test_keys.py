@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from apiguard import ConfigError, Principal, get_context
+from apiguard.context import set_principal
 from apiguard.ratelimit import by_api_key, by_header, by_ip, by_principal
 from tests.ratelimit._helpers import client, limited_app
 
@@ -217,10 +218,12 @@ def test_by_principal_reads_the_context_and_falls_back_to_the_address() -> None:
     assert key(request) == "p:jwt:partner"
 
 
-def test_by_principal_reads_request_state_too() -> None:
+def test_by_principal_reads_the_principal_a_custom_layer_set() -> None:
+    """A layer of the user's own sets the principal through the core: one source."""
     request = scope("203.0.113.9")
-    request["state"] = {"principal": Principal(id="ada")}
+    set_principal(request, Principal(id="ada"), ())
     assert by_principal()(request) == "p::ada"
+    assert request["state"]["principal"] == Principal(id="ada")
 
 
 @pytest.mark.parametrize(

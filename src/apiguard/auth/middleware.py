@@ -8,13 +8,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Final
 
-from starlette.authentication import AuthCredentials, UnauthenticatedUser
-
 from apiguard._asgi import get_header
 from apiguard._types import ASGIApp, Receive, Scope, Send
 from apiguard.auth._base import MALFORMED, Authenticator, Failure, Grant
 from apiguard.compose import checked_at_startup
-from apiguard.context import Decision, get_context
+from apiguard.context import Decision, get_context, set_anonymous, set_principal
 from apiguard.errors import ConfigError
 from apiguard.problems import Problem, ProblemResponse
 from apiguard.routing import (
@@ -253,14 +251,14 @@ class AuthMiddleware:
             # A CORS preflight carries no credentials (Fetch standard §4.8).
             # Anonymous, as on a public route: what reads request.user works.
             context = get_context(scope)  # makes scope["state"] where missing
-            _anonymous(scope)
+            set_anonymous(scope)
             context.record(_SKIP_PREFLIGHT)
             await self.app(scope, receive, send)
             return
         policy = self._routes.lookup(scope)
         context = get_context(scope)
         if policy.mode is _PUBLIC:
-            _anonymous(scope)
+            set_anonymous(scope)
             context.record(_SKIP_PUBLIC)
             await self.app(scope, receive, send)
             return
@@ -302,15 +300,12 @@ class AuthMiddleware:
                 context.record(slot.scope)
                 await policy.forbidden[slot.index].send(scope, send)
                 return
-            scope["user"] = principal
-            scope["auth"] = AuthCredentials(result.scopes)
-            scope["state"]["principal"] = principal
-            context.principal = principal
+            set_principal(scope, principal, result.scopes)
             context.record(slot.allow)
             await self.app(scope, receive, send)
             return
         if policy.mode is _OPTIONAL:
-            _anonymous(scope)
+            set_anonymous(scope)
             context.record(_ANONYMOUS)
             await self.app(scope, receive, send)
             return
@@ -351,12 +346,6 @@ class AuthMiddleware:
         )  # fmt: skip
         slot.refusals[failure] = decision, response
         return decision, response
-
-
-def _anonymous(scope: Scope) -> None:
-    scope["user"] = UnauthenticatedUser()
-    scope["auth"] = AuthCredentials()
-    scope["state"]["principal"] = None
 
 
 def _check_authenticators(authenticators: object) -> list[Authenticator]:

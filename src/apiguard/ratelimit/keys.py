@@ -16,7 +16,7 @@ from typing import Final
 
 from apiguard._asgi import get_header
 from apiguard._types import KeyFunc, Scope
-from apiguard.context import STATE_KEY
+from apiguard.context import principal_of
 from apiguard.errors import ConfigError
 
 __all__ = ["by_api_key", "by_header", "by_ip", "by_principal"]
@@ -321,22 +321,17 @@ class _ByPrincipal:
         return f"by_principal(fallback={self.fallback!r})"
 
     def __call__(self, scope: Scope, /) -> str | None:
-        state = scope.get("state")
-        if state is not None:
-            context = state.get(STATE_KEY)
-            principal = context.principal if context is not None else None
-            if principal is None:
-                principal = state.get("principal")
-            if principal is not None:
-                method = principal.method
-                prefix = self._prefixes.get(method)
-                if prefix is None:
-                    prefix = self._prefix(method)
-                principal_id: str = principal.id
-                if len(principal_id) > _MAX_ID:
-                    raw = principal_id.encode("utf-8", "surrogatepass")
-                    return HASHED_PREFIX + prefix[2:] + hashlib.sha256(raw).hexdigest()[:32]
-                return prefix + principal_id
+        principal = principal_of(scope)
+        if principal is not None:
+            method = principal.method
+            prefix = self._prefixes.get(method)
+            if prefix is None:
+                prefix = self._prefix(method)
+            principal_id: str = principal.id
+            if len(principal_id) > _MAX_ID:
+                raw = principal_id.encode("utf-8", "surrogatepass")
+                return HASHED_PREFIX + prefix[2:] + hashlib.sha256(raw).hexdigest()[:32]
+            return prefix + principal_id
         if self.fallback is None:
             return None
         key = self.fallback(scope)

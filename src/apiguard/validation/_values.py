@@ -7,7 +7,7 @@ from typing import Any, Literal
 from starlette.requests import HTTPConnection, Request
 
 from apiguard._types import Scope
-from apiguard.context import STATE_KEY
+from apiguard.context import CONTEXT_KEY, STATE_KEY
 
 __all__ = ["validated", "validated_body", "validated_headers", "validated_query"]
 
@@ -36,8 +36,7 @@ def validated(
         ...     order = validated(request, "body")
     """
     scope = request.scope if isinstance(request, HTTPConnection) else request
-    state = scope.get("state") or {}
-    context = state.get(STATE_KEY)
+    context = scope.get(CONTEXT_KEY) or (scope.get("state") or {}).get(STATE_KEY)
     values = context.values if context is not None else {}
     try:
         return values[part]
