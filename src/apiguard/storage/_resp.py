@@ -21,6 +21,13 @@ Robustness rules:
   next call reconnects.
 - Connecting (TCP or unix socket, TLS, `AUTH`, `SELECT`, `CLIENT SETNAME`) is
   done once for all the callers that need it, within each caller's deadline.
+- No call outlives its deadline. A command sent on a connection already lost
+  (a peer that accepts and closes at once, Redis at `maxclients`, which says
+  why first) fails at once with the reason, rather than wait on a timer that
+  a lost connection no longer runs; a waiter whose deadline comes before
+  those queued ahead of it (an `EVAL` after `NOSCRIPT`, a caller back from
+  connecting) gets a timer of its own; `aclose()` fails the callers waiting
+  for a connection with a connection error, never a cancellation.
 
 Replies: integers as `int`, simple and bulk strings as `bytes`, nulls as
 `None`, arrays as `list`, error replies as
@@ -89,6 +96,8 @@ class _Connection(asyncio.Protocol):
         #: When the timer fires (infinity when it is off).
         self.wake = math.inf
         self.lost = False
+        #: Why the connection was lost: each later caller gets a copy.
+        self.error: RespConnectionError | None = None
         self.closed: asyncio.Future[None] = loop.create_future()
 
     # asyncio.Protocol
@@ -109,6 +118,10 @@ class _Connection(asyncio.Protocol):
             reply = reader.gets()
             while reply is not False:
                 if not waiters:
+                    if type(reply) is ReplyError:
+                        # Said before any command: Redis at maxclients
+                        # ("-ERR max number of clients reached") then closes.
+                        raise RespConnectionError(f"Redis refused the connection: {reply}")
                     raise ProtocolError("a reply nobody asked for")
                 future = waiters.popleft()[0]
                 if self.expired:
@@ -119,12 +132,16 @@ class _Connection(asyncio.Protocol):
                     future.set_result(reply)
                 reply = reader.gets()
         except Exception as exc:  # a broken stream cannot be trusted any further
-            self.abort(exc if isinstance(exc, ProtocolError) else ProtocolError(str(exc)))
+            self.abort(exc if isinstance(exc, RespConnectionError) else ProtocolError(str(exc)))
 
     def eof_received(self) -> bool:
         return False  # close the transport: connection_lost fails the waiters
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.error is None:
+            reason = type(exc).__name__ if exc else "closed"
+            self.error = RespConnectionError(f"connection lost ({reason})")
+            self.error.__cause__ = exc
         self.lost = True
         if self.client._connection is self:
             self.client._connection = None
@@ -132,14 +149,29 @@ class _Connection(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
         self.wake = math.inf
-        error = RespConnectionError(f"connection lost ({type(exc).__name__ if exc else 'closed'})")
-        error.__cause__ = exc
-        waiters, self.waiters = self.waiters, collections.deque()
-        for future, _ in waiters:
-            if future is not None and not future.done():
-                future.set_exception(error)
+        self._fail_all()
         if not self.closed.done():
             self.closed.set_result(None)
+
+    def _fail_all(self) -> None:
+        """Fail every waiter with the connection's error; a lost connection owes nothing."""
+        waiters, self.waiters = self.waiters, collections.deque()
+        self.expired = 0
+        for future, _ in waiters:
+            if future is not None and not future.done():
+                future.set_exception(self._error())
+
+    def _error(self) -> RespConnectionError:
+        """A copy of the connection's error for one caller.
+
+        One exception raised in many tasks would grow one traceback with each.
+        """
+        error = self.error
+        if error is None:  # pragma: no cover - lost always says why
+            return RespConnectionError("connection lost")
+        fresh = type(error)(*error.args)
+        fresh.__cause__ = error.__cause__
+        return fresh
 
     # commands
 
@@ -152,23 +184,41 @@ class _Connection(asyncio.Protocol):
         `skip` before it and the `unread` after it are read and dropped.
         """
         future = self.loop.create_future()
+        if self.lost:
+            # Lost since the caller got it (a peer that accepts and closes at
+            # once): nothing will answer, nor expire, a waiter queued now.
+            future.set_exception(self._error())
+            return future
         waiters = self.waiters
+        if waiters and deadline < waiters[-1][1]:
+            # Deadlines are met in queue order (the timer expires a prefix);
+            # one earlier than the tail's (a NOSCRIPT retry, a caller back
+            # from connecting) would wait for the later ones: it gets a timer
+            # of its own. Rare, so the common call still costs no timer.
+            self.loop.call_at(deadline, self._late, future)
+        self.transport.write(payload)  # type: ignore[union-attr]
         for _ in range(skip):
             waiters.append((None, deadline))
         waiters.append((future, deadline))
         for _ in range(unread):
             waiters.append((None, deadline))
-        self.transport.write(payload)  # type: ignore[union-attr]
         if deadline < self.wake:  # the timer is for later (or off): bring it forward
             self._arm(deadline)
         return future
 
     def send_unread(self, payload: bytes, deadline: float) -> None:
-        """Write one command whose reply is read and dropped."""
-        self.waiters.append((None, deadline))
+        """Write one command whose reply is read and dropped (nothing when lost)."""
+        if self.lost:
+            return
         self.transport.write(payload)  # type: ignore[union-attr]
+        self.waiters.append((None, deadline))
         if deadline < self.wake:
             self._arm(deadline)
+
+    @staticmethod
+    def _late(future: asyncio.Future[Any]) -> None:
+        if not future.done():
+            future.set_exception(TimeoutError("Redis did not answer in time"))
 
     def _arm(self, when: float) -> None:
         if self.timer is not None:
@@ -180,7 +230,8 @@ class _Connection(asyncio.Protocol):
         """Fail the waiters whose deadline passed; close a connection owing replies too long."""
         self.timer = None
         self.wake = math.inf
-        if self.lost:
+        if self.lost:  # connection_lost failed the waiters; fail any left, never skip them
+            self._fail_all()
             return
         # The loop runs a timer up to its clock resolution early: count a
         # deadline that close as reached, rather than re-arm for it at once.
@@ -209,14 +260,14 @@ class _Connection(asyncio.Protocol):
         elif size:
             self._arm(waiters[0][1])
 
-    def abort(self, error: Exception) -> None:
+    def abort(self, error: RespConnectionError) -> None:
         """Close at once and fail every waiter with `error`; the next call reconnects."""
+        if self.error is None:
+            self.error = error
         self.lost = True
         if self.client._connection is self:
             self.client._connection = None
-        for future, _ in self.waiters:
-            if future is not None and not future.done():
-                future.set_exception(error)
+        self._fail_all()
         if self.transport is not None:
             self.transport.abort()
         else:  # pragma: no cover - abort before connection_made
@@ -330,6 +381,13 @@ class RespClient:
                 return await asyncio.shield(task)
         except TimeoutError:
             raise TimeoutError("Redis did not accept the connection in time") from None
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and current is not None and not current.cancelling():
+                # aclose() cancelled the attempt, not this caller's own task:
+                # a failed call for the caller, never a stray cancellation.
+                raise RespConnectionError("the client was closed while connecting") from None
+            raise
 
     def _connected(self, task: asyncio.Task[_Connection]) -> None:
         if self._connecting is task:
@@ -385,8 +443,9 @@ class RespClient:
         task, self._connecting = self._connecting, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            # Wait for the attempt to end (its socket closed), whatever its
+            # outcome; a cancellation of our own caller still goes through.
+            await asyncio.wait([task])
         connection, self._connection = self._connection, None
         if connection is None or connection.lost or connection.transport is None:
             return
