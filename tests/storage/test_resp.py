@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -18,10 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apiguard import StorageError
-from apiguard.errors import ConfigError
 from apiguard.storage import Quota, RedisStore, open_store
 from apiguard.storage._resp import (
-    Endpoint,
     ProtocolError,
     PyReader,
     ReplyError,
@@ -31,7 +27,7 @@ from apiguard.storage._resp import (
     encode_command,
     parse_redis_uri,
 )
-from tests._servers import RedisServer, free_port, redis_server_binary
+from tests._servers import RedisServer, redis_server_binary
 
 pytestmark = pytest.mark.anyio
 
@@ -423,175 +419,3 @@ async def test_aclose_fails_pending_callers_and_the_next_call_reconnects(
         assert await client.command("ECHO", "again") == b"again"
     finally:
         await client.aclose()
-
-
-# --- TLS -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and localhost, and its key."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "apiguard test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    folder = tmp_path_factory.mktemp("tls")
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
-@pytest.fixture
-def tls_redis(certificate: tuple[Path, Path]) -> Iterator[RedisServer]:
-    """redis-server speaking only TLS (Debian's is built with it)."""
-    cert, key = certificate
-    port = free_port()
-    server = RedisServer(
-        redis_server_binary(),
-        port=port,
-        args=[
-            "--port",
-            "0",
-            "--tls-port",
-            str(port),
-            "--tls-cert-file",
-            str(cert),
-            "--tls-key-file",
-            str(key),
-            "--tls-ca-cert-file",
-            str(cert),
-            "--tls-auth-clients",
-            "no",
-        ],
-    )
-    server.start()
-    yield server
-    server.kill()
-
-
-@pytest.mark.usefixtures("close_stores")
-async def test_tls_with_the_servers_certificate(
-    tls_redis: RedisServer, certificate: tuple[Path, Path]
-) -> None:
-    store = open_store(f"rediss://127.0.0.1:{tls_redis.port}/0?ssl_ca_certs={certificate[0]}")
-    assert isinstance(store, RedisStore)
-    acquire = store.acquirer("fixed-window")
-    assert (await acquire("k", (Quota("q", 5, 60),), 1)).used == (1,)
-    assert (await acquire("k", (Quota("q", 5, 60),), 1)).used == (2,)
-
-
-@pytest.mark.usefixtures("close_stores")
-async def test_tls_verifies_the_certificate_by_default(tls_redis: RedisServer) -> None:
-    """A self-signed certificate the client was not given is refused."""
-    acquire = open_store(f"rediss://127.0.0.1:{tls_redis.port}/0").acquirer("fixed-window")  # type: ignore[union-attr]
-    with pytest.raises(StorageError) as caught:
-        await acquire("k", (Quota("q", 5, 60),), 1)
-    assert "CERTIFICATE_VERIFY_FAILED" in repr(caught.value.__cause__.__cause__)  # type: ignore[union-attr]
-
-
-@pytest.mark.usefixtures("close_stores")
-async def test_tls_verification_can_be_turned_off_explicitly(tls_redis: RedisServer) -> None:
-    store = open_store(f"rediss://127.0.0.1:{tls_redis.port}/0?ssl_cert_reqs=none")
-    acquire = store.acquirer("fixed-window")  # type: ignore[union-attr]
-    assert (await acquire("k", (Quota("q", 5, 60),), 1)).admitted
-
-
-@pytest.mark.usefixtures("close_stores")
-async def test_tls_checks_the_host_name(
-    tls_redis: RedisServer, certificate: tuple[Path, Path]
-) -> None:
-    """The certificate names 127.0.0.1 and localhost, not 127.0.0.2."""
-    uri = f"rediss://127.0.0.2:{tls_redis.port}/0?ssl_ca_certs={certificate[0]}"
-    acquire = open_store(uri).acquirer("fixed-window")  # type: ignore[union-attr]
-    with pytest.raises(StorageError):
-        await acquire("k", (Quota("q", 5, 60),), 1)
-
-
-# --- URIs ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("uri", "expected"),
-    [
-        ("redis://localhost:6379", Endpoint()),
-        ("redis://cache:6380/4", Endpoint(host="cache", port=6380, db=4)),
-        ("redis://:p%40ss@cache:6379/0", Endpoint(host="cache", password="p@ss")),
-        ("redis://alice:pw@cache:6379", Endpoint(host="cache", username="alice", password="pw")),
-        ("redis://cache:6379?db=2&password=pw", Endpoint(host="cache", db=2, password="pw")),
-        ("redis://cache:6379?client_name=api", Endpoint(host="cache", client_name="api")),
-        ("async+redis://[::1]:6379/1", Endpoint(host="::1", db=1)),
-        ("valkey://cache:6379", Endpoint(host="cache")),
-        ("redis+unix:///run/redis.sock?db=1", Endpoint(path="/run/redis.sock", db=1)),
-        ("rediss://cache:6379", Endpoint(host="cache", tls=True)),
-        (
-            "rediss://cache:6379?ssl_cert_reqs=none",
-            Endpoint(host="cache", tls=True, cert_reqs=__import__("ssl").CERT_NONE),
-        ),
-        (
-            "rediss://cache:6379?ssl_check_hostname=false",
-            Endpoint(host="cache", tls=True, check_hostname=False),
-        ),
-        ("redis+cluster://a:7000,b:7001", None),
-        ("redis+sentinel://a:26379/mymaster", None),
-        ("redis://cache:6379?socket_timeout=1", None),  # an option only redis-py knows
-    ],
-)
-def test_uris_this_client_serves_and_those_it_leaves_to_redis_py(
-    uri: str, expected: Endpoint | None
-) -> None:
-    assert parse_redis_uri(uri) == expected
-
-
-@pytest.mark.parametrize(
-    ("uri", "match"),
-    [
-        ("redis://cache:6379/x", "db 'x'"),
-        ("redis://cache:6379?db=-1", "db '-1'"),
-        ("rediss://cache:6379?ssl_cert_reqs=maybe", "ssl_cert_reqs 'maybe'"),
-        ("rediss://cache:6379?ssl_check_hostname=perhaps", "ssl_check_hostname"),
-        ("rediss://cache:6379?ssl_ca_certs=/no/such/file.pem", "ssl_ca_certs"),
-        ("redis://cache:6379?ssl_cert_reqs=none", "need a rediss://"),
-        ("redis+unix://", "needs a path"),
-    ],
-)
-def test_bad_uri_options_fail_at_start_up(uri: str, match: str) -> None:
-    with pytest.raises(ConfigError, match=match):
-        open_store(uri)
-
-
-def test_a_single_node_needs_no_redis_py_but_cluster_does() -> None:
-    """redis-py serves only what apiguard's client does not; the store is chosen, not opened."""
-    node = open_store("redis://cache:6379/0")
-    cluster = open_store("redis+cluster://a:7000,b:7001")
-    assert isinstance(node, RedisStore)
-    assert node.endpoint is not None
-    assert isinstance(cluster, RedisStore)
-    assert cluster.endpoint is None

@@ -1,10 +1,52 @@
-"""Where a Redis node is and how to talk to it, read from a URI as redis-py reads it."""
+"""Where a Redis node is and how to talk to it, read from a URI as redis-py reads it.
+
+A URI is read as redis-py (5 to 8) reads it in `redis.connection.parse_url`,
+so that one URI means the same node, user and database to both clients (each
+case is checked against redis-py's parser in `tests/storage/test_redis_uri.py`):
+
+- The first of a repeated option wins: `?db=1&db=2` is database 1.
+- User and password in the authority win over `username=` and `password=`
+  in the query (an empty one in the authority does not count).
+- The authority is percent-decoded once: the user, the password
+  (`redis://:p%40ss@cache` is `p@ss`; a `+` stays a `+`) and the host, so
+  that an IPv6 zone `[fe80::1%25eth0]` is `fe80::1%eth0`, as the resolver
+  reads it. Query values are decoded once by `parse_qs` (a `+` is a space).
+- The database is `db=` in the query, else the path (`redis://cache/3`).
+- `unix:///run/redis.sock?db=2` (redis-py's form) and
+  `redis+unix:///run/redis.sock` (`limits`') name a socket; the database
+  then comes from the query only.
+- A user without a password still authenticates as that user
+  (`AUTH alice ""`), as redis-py does, rather than as the default user.
+
+Where they differ, this reader is stricter, and says so at start-up with a
+`ValueError` (which `open_store` reports as a `ConfigError`) where redis-py
+fails at the first command or not at all:
+
+- A database that is not a number: redis-py takes `redis://cache/x` as
+  database 0 and sends `SELECT -1` for `?db=-1`.
+- Port 0: redis-py tries to connect to it.
+- `ssl_*` options on a URI without TLS, which redis-py passes to a
+  connection that does not take them.
+- `protocol=3`: RESP3 is not served by this client. The rate limiter gains
+  nothing from it (its scripts and counters answer integers and arrays in
+  either protocol; push messages and client-side caching serve nothing
+  here), and sending the URI to redis-py instead would silently cost every
+  request the slower client (a PING: 27 µs here, 67 µs on redis-py) and its
+  connection pool. `protocol=2`, the default, is accepted.
+- Redis older than 6 (no ACL users) answers `AUTH user password` with an
+  error; redis-py then retries with the password alone, this client does not.
+
+Any other option that redis-py knows (`socket_timeout=`, ...) makes
+[`parse_redis_uri`][apiguard.storage._redis_uri.parse_redis_uri] return
+`None`: the URI is then served by redis-py. The `valkey` schemes (valkey-py's)
+are read as the `redis` ones.
+"""
 
 from __future__ import annotations
 
 import os
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -16,6 +58,7 @@ __all__ = ["SUPPORTED_OPTIONS", "Endpoint", "parse_redis_uri"]
 SUPPORTED_OPTIONS: Final = frozenset(
     {
         "db",
+        "protocol",
         "username",
         "password",
         "client_name",
@@ -54,7 +97,8 @@ class Endpoint:
     path: str | None = None
     tls: bool = False
     username: str | None = None
-    password: str | None = None
+    #: Never in the repr, nor in anything that prints the endpoint.
+    password: str | None = field(default=None, repr=False)
     db: int = 0
     client_name: str | None = None
     cert_reqs: ssl.VerifyMode = ssl.CERT_REQUIRED
@@ -63,7 +107,7 @@ class Endpoint:
     ca_path: str | None = None
     certfile: str | None = None
     keyfile: str | None = None
-    key_password: str | None = None
+    key_password: str | None = field(default=None, repr=False)
 
     def ssl_context(self) -> ssl.SSLContext:
         """A client TLS context: the system's CAs (or the given ones), verification on."""
@@ -78,11 +122,11 @@ class Endpoint:
     def handshake(self) -> list[bytes]:
         """The commands a new connection sends before any other."""
         commands = []
-        if self.password is not None:
-            if self.username is not None:
-                commands.append(encode_command("AUTH", self.username, self.password))
-            else:
-                commands.append(encode_command("AUTH", self.password))
+        if self.username is not None:
+            # As redis-py: a user without a password is still that user.
+            commands.append(encode_command("AUTH", self.username, self.password or ""))
+        elif self.password is not None:
+            commands.append(encode_command("AUTH", self.password))
         if self.db:
             commands.append(encode_command("SELECT", self.db))
         if self.client_name is not None:
@@ -91,11 +135,12 @@ class Endpoint:
 
 
 def parse_redis_uri(uri: str) -> Endpoint | None:
-    """Parse `redis://`, `rediss://` and `redis+unix://` URIs (and their `valkey` forms).
+    """Parse `redis://`, `rediss://`, `redis+unix://`, `unix://` URIs (and the `valkey` forms).
 
-    Options are read as redis-py reads them (`db`, `username`, `password`,
-    `client_name` and the `ssl_*` options in the query; user and password in
-    the authority; the database in the path).
+    Options are read as redis-py reads them (see the module's notes): `db`,
+    `username`, `password`, `client_name`, `protocol` and the `ssl_*`
+    options in the query; user and password in the authority; the database
+    in the path.
 
     Returns:
         The endpoint, or `None` when the URI has a scheme or an option this
@@ -107,15 +152,19 @@ def parse_redis_uri(uri: str) -> Endpoint | None:
     parts = urlsplit(uri)
     scheme = parts.scheme.lower().removeprefix("async+")
     family, _, kind = scheme.partition("+")
+    if scheme == "unix":
+        family, kind = "redis", "unix"
     if family not in ("redis", "rediss", "valkey", "valkeys") or kind not in ("", "unix"):
         return None
-    query = {name: values[-1] for name, values in parse_qs(parts.query).items()}
+    # redis-py takes the first of a repeated option.
+    query = {name: values[0] for name, values in parse_qs(parts.query).items()}
     if not query.keys() <= SUPPORTED_OPTIONS:
         return None
-    options: dict[str, Any] = {}
-    username = query.get("username") or (unquote(parts.username) if parts.username else None)
-    password = query.get("password") or (unquote(parts.password) if parts.password else None)
-    options.update(username=username, password=password, client_name=query.get("client_name"))
+    _check_protocol(query.get("protocol"))
+    options: dict[str, Any] = {"client_name": query.get("client_name")}
+    # The authority wins over the query, when it is not empty (redis-py).
+    options["username"] = unquote(parts.username) if parts.username else query.get("username")
+    options["password"] = unquote(parts.password) if parts.password else query.get("password")
     db_text = query.get("db")
     if kind == "unix":
         if not parts.path:
@@ -128,7 +177,11 @@ def parse_redis_uri(uri: str) -> Endpoint | None:
         except ValueError:
             msg = f"port {parts.netloc.rpartition(':')[2]!r} is not a port number"
             raise ValueError(msg) from None
-        options.update(host=parts.hostname or "localhost", port=port or 6379)
+        if port == 0:
+            msg = "port 0 is not a port to connect to"
+            raise ValueError(msg)
+        host = unquote(parts.hostname) if parts.hostname else "localhost"
+        options.update(host=host, port=6379 if port is None else port)
         if db_text is None and parts.path.strip("/"):
             db_text = unquote(parts.path).strip("/")
     if db_text is not None:
@@ -142,6 +195,20 @@ def parse_redis_uri(uri: str) -> Endpoint | None:
         msg = "ssl_* options need a rediss:// URI"
         raise ValueError(msg)
     return Endpoint(**options)
+
+
+def _check_protocol(protocol: str | None) -> None:
+    """`protocol=2` is what this client speaks; RESP3 is refused (see the module's notes)."""
+    if protocol is None or protocol.strip() == "2":
+        return
+    if protocol.strip() == "3":
+        msg = (
+            "protocol=3: RESP3 is not served by apiguard's Redis client, and the rate "
+            "limiter needs nothing of it; drop the option or write protocol=2"
+        )
+        raise ValueError(msg)
+    msg = f"protocol {protocol!r} is not 2 (RESP2)"
+    raise ValueError(msg)
 
 
 def _tls_options(query: dict[str, str]) -> dict[str, Any]:
@@ -158,7 +225,7 @@ def _tls_options(query: dict[str, str]) -> dict[str, Any]:
             msg = f"ssl_check_hostname {check!r} is not true or false"
             raise ValueError(msg)
         options["check_hostname"] = _BOOLS[check.lower()]
-    for name, field in (
+    for name, target in (
         ("ssl_ca_certs", "ca_certs"),
         ("ssl_certfile", "certfile"),
         ("ssl_keyfile", "keyfile"),
@@ -168,7 +235,7 @@ def _tls_options(query: dict[str, str]) -> dict[str, Any]:
             if not os.path.isfile(path):  # a stat, so that a typo fails at start-up
                 msg = f"{name} {path!r} is not a file"
                 raise ValueError(msg)
-            options[field] = path
+            options[target] = path
     if "ssl_ca_path" in query:
         options["ca_path"] = query["ssl_ca_path"]
     if "ssl_password" in query:
