@@ -264,7 +264,7 @@ async def test_auth_with_password_or_acl_user(auth_redis: RedisServer, userinfo:
     store = open_store(f"redis://{userinfo}@127.0.0.1:{auth_redis.port}/0")
     assert isinstance(store, RedisStore)
     assert store.endpoint is not None
-    acquire = store.acquirer("fixed-window")
+    acquire = store.limiter("fixed-window")
     assert (await acquire("k", (Quota("q", 5, 60),), 1)).used == (1,)
     user = userinfo.partition(":")[0] or "default"
     assert await store.client().command("ACL", "WHOAMI") == user.encode()
@@ -280,7 +280,7 @@ async def test_bad_credentials_are_a_storage_error_at_once(
     auth_redis: RedisServer, userinfo: str
 ) -> None:
     store = open_store(f"redis://{userinfo}@127.0.0.1:{auth_redis.port}/0", timeout=2.0)
-    acquire = store.acquirer("fixed-window")  # type: ignore[union-attr]
+    acquire = store.limiter("fixed-window")  # type: ignore[union-attr]
     start = time.perf_counter()
     with pytest.raises(StorageError, match="ReplyError") as caught:
         await acquire("k", (Quota("q", 5, 60),), 1)
@@ -292,7 +292,7 @@ async def test_bad_credentials_are_a_storage_error_at_once(
 
 @pytest.mark.usefixtures("close_stores")
 async def test_the_database_in_the_uri_is_selected(redis_url: str) -> None:
-    acquire = open_store(f"{redis_url}/3").acquirer("sliding-window-counter")  # type: ignore[union-attr]
+    acquire = open_store(f"{redis_url}/3").limiter("sliding-window-counter")  # type: ignore[union-attr]
     await acquire("k", (Quota("q", 5, 60),), 1)
     assert redis.Redis.from_url(f"{redis_url}/3").dbsize() == 1
     assert redis.Redis.from_url(f"{redis_url}/0").dbsize() == 0
@@ -310,7 +310,7 @@ async def test_unix_socket(tmp_path: Path) -> None:
         assert isinstance(store, RedisStore)
         assert store.endpoint is not None
         assert store.endpoint.path == str(sock)
-        acquire = store.acquirer("fixed-window")
+        acquire = store.limiter("fixed-window")
         assert (await acquire("k", (Quota("q", 5, 60),), 1)).admitted
         assert redis.Redis(unix_socket_path=str(sock), db=2).dbsize() == 1
     finally:
@@ -503,7 +503,7 @@ async def test_tls_with_the_servers_certificate(
 ) -> None:
     store = open_store(f"rediss://127.0.0.1:{tls_redis.port}/0?ssl_ca_certs={certificate[0]}")
     assert isinstance(store, RedisStore)
-    acquire = store.acquirer("fixed-window")
+    acquire = store.limiter("fixed-window")
     assert (await acquire("k", (Quota("q", 5, 60),), 1)).used == (1,)
     assert (await acquire("k", (Quota("q", 5, 60),), 1)).used == (2,)
 
@@ -511,7 +511,7 @@ async def test_tls_with_the_servers_certificate(
 @pytest.mark.usefixtures("close_stores")
 async def test_tls_verifies_the_certificate_by_default(tls_redis: RedisServer) -> None:
     """A self-signed certificate the client was not given is refused."""
-    acquire = open_store(f"rediss://127.0.0.1:{tls_redis.port}/0").acquirer("fixed-window")  # type: ignore[union-attr]
+    acquire = open_store(f"rediss://127.0.0.1:{tls_redis.port}/0").limiter("fixed-window")  # type: ignore[union-attr]
     with pytest.raises(StorageError) as caught:
         await acquire("k", (Quota("q", 5, 60),), 1)
     assert "CERTIFICATE_VERIFY_FAILED" in repr(caught.value.__cause__.__cause__)  # type: ignore[union-attr]
@@ -520,7 +520,7 @@ async def test_tls_verifies_the_certificate_by_default(tls_redis: RedisServer) -
 @pytest.mark.usefixtures("close_stores")
 async def test_tls_verification_can_be_turned_off_explicitly(tls_redis: RedisServer) -> None:
     store = open_store(f"rediss://127.0.0.1:{tls_redis.port}/0?ssl_cert_reqs=none")
-    acquire = store.acquirer("fixed-window")  # type: ignore[union-attr]
+    acquire = store.limiter("fixed-window")  # type: ignore[union-attr]
     assert (await acquire("k", (Quota("q", 5, 60),), 1)).admitted
 
 
@@ -530,7 +530,7 @@ async def test_tls_checks_the_host_name(
 ) -> None:
     """The certificate names 127.0.0.1 and localhost, not 127.0.0.2."""
     uri = f"rediss://127.0.0.2:{tls_redis.port}/0?ssl_ca_certs={certificate[0]}"
-    acquire = open_store(uri).acquirer("fixed-window")  # type: ignore[union-attr]
+    acquire = open_store(uri).limiter("fixed-window")  # type: ignore[union-attr]
     with pytest.raises(StorageError):
         await acquire("k", (Quota("q", 5, 60),), 1)
 
