@@ -18,12 +18,23 @@ Three things:
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, NoReturn, Protocol, TypeAlias, runtime_checkable
+from typing import (
+    Any,
+    Final,
+    Literal,
+    NoReturn,
+    ParamSpec,
+    Protocol,
+    TypeAlias,
+    TypeVar,
+    runtime_checkable,
+)
 
 from apiguard.errors import ConfigError, redact
 
@@ -37,7 +48,11 @@ __all__ = [
     "Security",
     "SecurityScheme",
     "check_name",
+    "checked",
 ]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # RFC 9651 §3.3.3: a name that fits an sf-string and a metric label as it is.
 _NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}$")
@@ -54,21 +69,23 @@ class Options:
     Args:
         owner: How the layer instance is named in messages:
             `"RateLimitMiddleware[name='plan']"` (see [`of`][apiguard.layer.Options.of]),
-            or a component's class name (`"JWTAuth"`).
+            or a component's class name (`"JWTAuth"`). Empty for checks
+            shared by several owners: the owner's [`checked`][apiguard.layer.checked]
+            `__init__` puts itself in front of their messages.
 
     Examples:
-        >>> options = Options.of("RateLimitMiddleware", "plan")
-        >>> options.seconds("store_timeout", 0.25)
+        >>> options = Options.of("Retry", "r")
+        >>> options.seconds("timeout", 0.25)
         0.25
-        >>> options.seconds("store_timeout", -1)
+        >>> options.integer("retries", 99, low=0, high=10)
         Traceback (most recent call last):
         ...
-        apiguard.errors.ConfigError: RateLimitMiddleware[name='plan']: store_timeout -1 ...
+        apiguard.errors.ConfigError: Retry[name='r']: retries 99 is not a whole number from 0 to 10
     """
 
     __slots__ = ("owner",)
 
-    def __init__(self, owner: str) -> None:
+    def __init__(self, owner: str = "") -> None:
         self.owner = owner
 
     @classmethod
@@ -85,11 +102,15 @@ class Options:
         passwords redacted.
         """
         shown = "(hidden)" if secret else redact(value)
-        return ConfigError(f"{self.owner}: {option} {shown} {what}")
+        return ConfigError(f"{self._prefix}{option} {shown} {what}")
 
     def invalid(self, option: str, text: str) -> ConfigError:
         """`<owner>: <option>: <text>`, for what one value cannot say (two options clash)."""
-        return ConfigError(f"{self.owner}: {option}: {text}")
+        return ConfigError(f"{self._prefix}{option}: {text}")
+
+    @property
+    def _prefix(self) -> str:
+        return f"{self.owner}: " if self.owner else ""
 
     def fail(self, option: str, value: object, what: str, *, secret: bool = False) -> NoReturn:
         """Raise [`error`][apiguard.layer.Options.error]."""
@@ -107,7 +128,7 @@ class Options:
             yield
         except ConfigError as exc:
             message = str(exc)
-            if message.startswith(self.owner + ":"):
+            if not self.owner or message.startswith(self.owner + ":"):
                 raise
             raise ConfigError(f"{self.owner}: {message}") from None
 
@@ -189,6 +210,37 @@ class Options:
         if not callable(value):
             self.fail(option, value, f"is not {what}")
         return value
+
+
+def checked(owner: str, *, name: str | None = None) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate an `__init__` so that every `ConfigError` it raises names its owner.
+
+    `owner` is the class (`"JWTAuth"`); for a layer, `name` is its default
+    name, and the `name=` given wins: errors then start with
+    `AuthMiddleware[name='auth']: `.
+
+    Examples:
+        >>> class Layer:
+        ...     @checked("Layer", name="x")
+        ...     def __init__(self, app, *, name="x", tries=3):
+        ...         Options().integer("tries", tries, low=0, high=10)
+        >>> Layer(None, tries=99)
+        Traceback (most recent call last):
+        ...
+        apiguard.errors.ConfigError: Layer[name='x']: tries 99 is not a whole number from 0 to 10
+    """
+
+    def decorate(init: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(init)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            given = kwargs.get("name", name)
+            label = f"{owner}[name={given!r}]" if name is not None and check_name(given) else owner
+            with Options(label).checking():
+                return init(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 # --- how a layer describes itself for a route --------------------------------------

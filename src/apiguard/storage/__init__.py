@@ -108,7 +108,7 @@ def open_store(uri: object, *, timeout: float = 0.25, option: str = "storage") -
 
     Examples:
         >>> open_store("memory://")
-        <apiguard.storage.memory.MemoryStorage object at ...>
+        MemoryStorage('memory://')
         >>> open_store("redis://:secret@cache:6379/0")
         RedisStore('redis://:***@cache:6379/0')
     """
