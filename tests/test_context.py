@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from apiguard import Decision, guard
+from apiguard import ConfigError, Decision, guard
 from apiguard._clock import clock
 from apiguard.context import STATE_KEY, get_context
 from apiguard.testing import FrozenClock
@@ -105,7 +105,7 @@ def test_principal_is_a_starlette_user_with_frozen_scopes() -> None:
 def test_principal_rejects_bad_fields(kwargs: dict[str, object], message: str) -> None:
     from apiguard import Principal
 
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=f"^Principal: {message}"):
         Principal(**kwargs)  # type: ignore[arg-type]
 
 

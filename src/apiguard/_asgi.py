@@ -20,7 +20,7 @@ __all__ = [
     "ResponseObserver",
     "get_header",
     "get_headers",
-    "lifespan_with_cleanup",
+    "lifespan_hooks",
     "read_body",
 ]
 
@@ -181,27 +181,45 @@ class CannedResponse:
         await self.send(send)
 
 
-async def lifespan_with_cleanup(
+async def lifespan_hooks(
     app: ASGIApp,
     scope: Scope,
     receive: Receive,
     send: Send,
-    cleanup: Callable[[], Awaitable[None]],
+    *,
+    startup: Callable[[], Awaitable[None]] | None = None,
+    shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Pass a lifespan scope to `app`, running `cleanup` once the app has shut down.
+    """Pass a lifespan scope to `app`, with a layer's own start-up and shutdown work.
 
-    For layers that hold connections (a Redis store): the cleanup runs when
-    the app reports `lifespan.shutdown.complete` (or `.failed`), before the
-    server hears it, so connections close while the event loop still runs.
-    A failing cleanup is logged and does not change the app's answer.
+    For layers that hold connections (a Redis store): `startup` runs when
+    the server sends `lifespan.startup`, before the app hears it, so that
+    stores are connected before the first request and outside any request's
+    timeout; `shutdown` runs when the app reports `lifespan.shutdown.complete`
+    (or `.failed`), before the server hears it, so that connections close
+    while the event loop still runs. A failing hook is logged and changes
+    nothing in the app's answers (a store that cannot be reached at start-up
+    is the layer's fail mode to handle, not a reason to refuse to start).
     """
 
-    async def send_after_cleanup(message: Message) -> None:
-        if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+    async def receive_after_startup() -> Message:
+        message = await receive()
+        if startup is not None and message["type"] == "lifespan.startup":
             try:
-                await cleanup()
+                await startup()
+            except Exception:
+                logger.exception("apiguard: a layer's start-up work failed")
+        return message
+
+    async def send_after_shutdown(message: Message) -> None:
+        if shutdown is not None and message["type"] in (
+            "lifespan.shutdown.complete",
+            "lifespan.shutdown.failed",
+        ):
+            try:
+                await shutdown()
             except Exception:
                 logger.exception("apiguard: closing a layer's connections at shutdown failed")
         await send(message)
 
-    await app(scope, receive, send_after_cleanup)
+    await app(scope, receive_after_startup, send_after_shutdown)

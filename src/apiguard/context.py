@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONTEXT_KEY",
     "STATE_KEY",
+    "AttributeValue",
     "Decision",
     "Outcome",
     "RequestContext",

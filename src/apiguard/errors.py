@@ -22,7 +22,23 @@ class StorageError(Exception):
 
     Every backend exception is wrapped in this one type at the storage edge, so
     that a layer's fail-open / fail-closed policy is a single `except`.
+
+    Attributes:
+        retry_after: Seconds until the store will be tried again (its
+            breaker is open), for a fail-closed answer's `Retry-After`;
+            0 when it will be tried at the next call.
+        state: The state of the breaker that guards the failed part of the
+            store (`"closed"`, `"open"`, `"half-open"`), for decisions.
+        failures: Consecutive failures of that part, this one included.
     """
+
+    def __init__(
+        self, message: str, *, retry_after: float = 0.0, state: str = "closed", failures: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.state = state
+        self.failures = failures
 
 
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^@/]*)@")

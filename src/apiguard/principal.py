@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from apiguard.errors import ConfigError
+
 __all__ = ["Principal"]
 
 _NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
@@ -30,6 +32,9 @@ class Principal:
         claims: The verified token's claims, or whatever the key lookup
             returned about the caller; read-only.
 
+    Raises:
+        ConfigError: a field is of the wrong type (a `ValueError`, as before).
+
     Examples:
         >>> partner = Principal(id="partner", scopes=["orders:read"], plan="pro")
         >>> partner.scopes
@@ -48,17 +53,17 @@ class Principal:
         given_id: object = self.id  # typed str, but users pass anything
         if not isinstance(given_id, str) or not given_id:
             msg = f"Principal: id {given_id!r} is not a non-empty string"
-            raise ValueError(msg)
+            raise ConfigError(msg)
         scopes: object = self.scopes
         if isinstance(scopes, str) or not isinstance(scopes, Iterable):
             msg = f"Principal: scopes {scopes!r} is not an iterable of strings (a list, a set)"
-            raise ValueError(msg)
+            raise ConfigError(msg)
         if not isinstance(scopes, frozenset):
             object.__setattr__(self, "scopes", frozenset(scopes))
         plan: object = self.plan
         if plan is not None and not isinstance(plan, str):
             msg = f"Principal: plan {plan!r} is not a string"
-            raise ValueError(msg)
+            raise ConfigError(msg)
         if not isinstance(self.claims, MappingProxyType):
             object.__setattr__(self, "claims", MappingProxyType(dict(self.claims)))
 

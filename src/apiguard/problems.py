@@ -29,6 +29,9 @@ __all__ = [
 
 PROBLEM_JSON = "application/problem+json"
 
+#: Statuses whose WebSocket refusal says "try again later" (close code 1013).
+_TRY_AGAIN = frozenset({429, 503})
+
 #: RFC 9457 §3.1: the members an extension may never overwrite.
 CORE_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
 
@@ -153,7 +156,8 @@ class ProblemResponse:
 
     WebSocket handshakes are refused with the problem as an HTTP response
     where the server supports the `websocket.http.response` extension, and
-    otherwise closed with code 1008 (policy violation) before acceptance.
+    otherwise closed before acceptance: with code 1013 (try again later)
+    for 429 and 503, 1008 (policy violation) for the rest.
     """
 
     __slots__ = ("_body", "_start_headers", "headers", "problem")
@@ -223,4 +227,7 @@ async def _refuse_websocket(
         await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
         return
     # ASGI: closing before accept makes the server answer the handshake 403.
-    await send({"type": "websocket.close", "code": 1008, "reason": ""})
+    # RFC 6455 §7.4.1 codes for a client that reads them: 1013 "try again
+    # later" for a limit or an outage, 1008 "policy violation" otherwise.
+    code = 1013 if status in _TRY_AGAIN else 1008
+    await send({"type": "websocket.close", "code": code, "reason": ""})

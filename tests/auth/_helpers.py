@@ -63,7 +63,12 @@ async def whoami(request: Request) -> JSONResponse:
             "context": context.principal.id if context.principal is not None else None,
             "plan": getattr(principal, "plan", None),
             "method": getattr(principal, "method", None),
-            "decisions": [[d.layer, d.outcome, d.name, d.reason] for d in context.decisions],
+            # Each decision: the layer kind, what it did, the layer's name, why,
+            # and for authentication, the authenticator's method.
+            "decisions": [
+                [d.layer, d.outcome, d.name, d.reason, (d.attributes or {}).get("auth.method")]
+                for d in context.decisions
+            ],
         }
     )
 

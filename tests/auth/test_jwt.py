@@ -96,24 +96,27 @@ def _certificate(key: SigningKey) -> bytes:
         ({"algorithms": ["RS256", "HS256"]}, "mixes HMAC with asymmetric"),
         ({"algorithms": ["HS256"]}, "an RSA-2048 key cannot verify \\['HS256'\\]"),
         ({"algorithms": ["ES256"]}, "an RSA-2048 key cannot verify \\['ES256'\\]"),
-        ({"audience": []}, "audience: the list is empty"),
-        ({"audience": [""]}, "audience: '' is not a non-empty string"),
+        ({"audience": []}, "audience .* is empty"),
+        ({"audience": [""]}, "audience '' is not a non-empty string"),
         ({"issuer": ""}, "issuer: expected the exact 'iss' string"),
-        ({"leeway": -1}, "leeway: -1 seconds is outside"),
-        ({"leeway": 3600}, "leeway: 3600 seconds is outside"),
-        ({"leeway": float("nan")}, "leeway: expected a number"),
-        ({"required_claims": "exp"}, "required_claims: expected a list of strings"),
+        ({"leeway": -1}, "leeway -1 is not a number of seconds"),
+        ({"leeway": 3600}, "leeway 3600 is not a number of seconds"),
+        ({"leeway": float("nan")}, "leeway .* is not a number of seconds"),
+        ({"required_claims": "exp"}, "required_claims .* is not a list of strings"),
         ({"scopes_claim": ""}, "scopes_claim: expected a claim name"),
         ({"principal": "not callable"}, "principal: expected a callable"),
-        ({"token_locations": []}, "token_locations: the list is empty"),
+        ({"token_locations": []}, "token_locations .* is empty"),
         ({"token_locations": ["body"]}, "'body' is not a token location"),
         ({"token_locations": ["header:Authorization"]}, "use 'authorization'"),
         ({"token_locations": ["query", "query"]}, "lists a location twice"),
-        ({"token_types": "JWT"}, "token_types: expected a list"),
-        ({"max_token_bytes": 10}, "max_token_bytes: expected an integer"),
-        ({"cache_size": -1}, "cache_size: expected an integer"),
-        ({"timeout": 0}, "timeout: 0 seconds is outside"),
-        ({"jwks_min_refresh_interval": 0}, "jwks_min_refresh_interval: 0 seconds is outside"),
+        ({"token_types": "JWT"}, "token_types .* is not a list"),
+        ({"max_token_bytes": 10}, "max_token_bytes .* is not a whole number"),
+        ({"cache_size": -1}, "cache_size .* is not a whole number"),
+        ({"timeout": 0}, "timeout 0 is not a number of seconds"),
+        (
+            {"jwks_min_refresh_interval": 0},
+            "jwks_min_refresh_interval 0 is not a number of seconds",
+        ),
         ({"jwks": {"keys": []}}, "key and jwks: give one source of keys"),
     ],
 )
@@ -504,3 +507,9 @@ def test_cheap_refusals_compute_no_signature(
     for token in cheap:
         assert isinstance(auth.check(token.encode()), Failure)
     assert signature_checks == ["RS256"]
+
+
+def test_option_errors_name_the_authenticator() -> None:
+    """One message form: the owner, the option, the value."""
+    with pytest.raises(ConfigError, match=r"^JWTAuth: leeway -1 is not a number of seconds"):
+        JWTAuth(key="k" * 40, algorithms=["HS256"], audience="orders", leeway=-1)

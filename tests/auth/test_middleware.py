@@ -83,7 +83,7 @@ async def test_valid_token_sets_user_auth_state_and_context(
         "context": "ada",
         "plan": None,
         "method": "jwt",
-        "decisions": [["auth", "allow", "jwt", None]],
+        "decisions": [["auth", "allow", "auth", None, "jwt"]],
     }
 
 
@@ -131,7 +131,7 @@ async def test_decision_records_the_internal_cause(app: Starlette, rs256: Signin
     await call(spy, headers=bearer(rs256.token(claims(), expires_in=-60)))
     [decision] = get_context(seen[0]).decisions
     assert (decision.outcome, decision.reason, decision.status) == ("reject", "invalid_token", 401)
-    assert decision.attributes == {"auth.cause": "expired"}
+    assert decision.attributes == {"auth.method": "jwt", "auth.cause": "expired"}
 
 
 @pytest.mark.parametrize(
@@ -199,7 +199,7 @@ async def test_public_route_needs_nothing_and_checks_nothing(app: Starlette) -> 
         response = await call(app, "/health", headers)
         assert response.status_code == 200
         assert response.json()["authenticated"] is False
-        assert response.json()["decisions"] == [["auth", "skip", None, "public"]]
+        assert response.json()["decisions"] == [["auth", "skip", "auth", "public", None]]
 
 
 async def test_public_is_per_method(app: Starlette) -> None:
@@ -213,7 +213,7 @@ async def test_optional_route_lets_anonymous_callers_through(app: Starlette) -> 
     assert response.status_code == 200
     body = response.json()
     assert (body["authenticated"], body["scopes"], body["state"]) == (False, [], None)
-    assert body["decisions"] == [["auth", "allow", None, "anonymous"]]
+    assert body["decisions"] == [["auth", "allow", "auth", "anonymous", None]]
 
 
 async def test_optional_route_still_refuses_a_bad_credential(app: Starlette) -> None:

@@ -29,17 +29,23 @@ def jwt_auth(key: SigningKey, **options: Any) -> JWTAuth:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"authenticators": []}, "authenticators: expected a list like"),
-        ({"authenticators": ["jwt"]}, "authenticators: item 0 is 'jwt'"),
+        (
+            {"authenticators": []},
+            r"^AuthMiddleware\[name='auth'\]: authenticators \[\] is not a list like",
+        ),
+        ({"authenticators": ["jwt"]}, "authenticators\\[0\\] 'jwt' is not JWTAuth or APIKeyAuth"),
         (
             {"authenticators": [keys_auth(), keys_auth()]},
             "items 0 and 1 both read 'header:x-api-key'",
         ),
-        ({"public": "GET /health"}, "public: expected a list of route keys"),
+        ({"public": "GET /health"}, "public 'GET /health' is not a list of route keys"),
         ({"public": ["get /health"]}, "public: route key 'get /health'"),
         ({"optional": [42]}, "optional: route key 42"),
-        ({"scopes": ["GET /me"]}, "scopes: expected a mapping"),
-        ({"scopes": {"GET /me": "orders:read"}}, "scopes: route 'GET /me': expected a list"),
+        ({"scopes": ["GET /me"]}, "scopes \\['GET /me'\\] is not a mapping"),
+        (
+            {"scopes": {"GET /me": "orders:read"}},
+            "scopes\\['GET /me'\\] 'orders:read' is not a list of scopes",
+        ),
         ({"scopes": {"GET /me": ["two words"]}}, "'two words' is not a scope token"),
         ({"scopes": {"GET /me": ['quo"te']}}, "is not a scope token"),
         (
@@ -47,8 +53,8 @@ def jwt_auth(key: SigningKey, **options: Any) -> JWTAuth:
             "route 'GET /me' is also in public",
         ),
         ({"public": ["/me"], "optional": ["/me"]}, "optional: route '/me' is also in public"),
-        ({"realm": 'a"b'}, "realm: 'a\"b' is not printable ASCII"),
-        ({"realm": ""}, "realm: '' is not printable"),
+        ({"realm": 'a"b'}, "realm 'a\"b' is not printable ASCII"),
+        ({"realm": ""}, "realm '' is not printable"),
     ],
 )
 def test_bad_options_fail_when_guard_is_called(options: dict[str, Any], message: str) -> None:

@@ -53,7 +53,7 @@ def test_peers_without_an_address_share_one_key_and_are_logged_once(
 ) -> None:
     """Review finding 6: no client address (a unix socket) is one shared key, never no key."""
     key = by_ip()
-    with caplog.at_level(logging.WARNING, logger="apiguard.ratelimit"):
+    with caplog.at_level(logging.WARNING, logger="apiguard"):
         assert key(scope(None)) == "unix"
         assert key({"type": "http", "client": ("", 0), "headers": []}) == "unix"
         assert key(scope(None, ("X-Forwarded-For", "198.51.100.7"))) == "unix"

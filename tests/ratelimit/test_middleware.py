@@ -340,13 +340,21 @@ async def test_request_without_a_key_is_not_limited() -> None:
     assert (decision["outcome"], decision["reason"]) == ("skip", "no-key")
 
 
-async def test_websocket_and_lifespan_scopes_pass_through() -> None:
+async def test_websocket_handshakes_are_counted_and_refused_with_1013() -> None:
+    """Without the denial extension, a refused handshake is closed with 1013 before accept."""
     seen: list[str] = []
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
     layer = RateLimitMiddleware(lambda s, r, se: _record(seen, s), limit="1/minute")
+    scope = {"type": "websocket", "path": "/ws", "headers": [], "client": ("203.0.113.9", 1)}
     for _ in range(2):
-        await layer({"type": "websocket", "path": "/ws", "headers": []}, _never, _never)
+        await layer(dict(scope), _never, send)
     await layer({"type": "lifespan"}, _never, _never)
-    assert seen == ["websocket", "websocket", "lifespan"]
+    assert seen == ["websocket", "lifespan"]
+    assert sent == [{"type": "websocket.close", "code": 1013, "reason": ""}]
 
 
 async def _record(seen: list[str], scope: Any) -> None:
@@ -361,27 +369,39 @@ async def _never(*args: Any) -> Any:
     ("options", "match"),
     [
         ({}, "give a limit"),
-        ({"limit": "lots"}, "limit: 'lots' is not a limit"),
+        ({"limit": "lots"}, "limit 'lots' is not a limit"),
         ({"limit": "0/minute"}, "allows no request"),
-        ({"limit": 100}, "limit: 100 is not a limit"),
+        ({"limit": 100}, "limit 100 is not a limit"),
         ({"limit": {"bad name": "1/second"}}, "policy name 'bad name'"),
         ({"limit": {"a": "1/second; 2/hour"}}, "must be one limit"),
         ({"limit": "1/second", "name": "a b"}, "name 'a b'"),
-        ({"limit": "1/second", "strategy": "token-bucket"}, "strategy: 'token-bucket'"),
-        ({"limit": "1/second", "on_store_error": "ignore"}, "on_store_error: 'ignore'"),
-        ({"limit": "1/second", "store_timeout": 0}, "store_timeout: 0"),
-        ({"limit": "1/second", "store_timeout": float("inf")}, "store_timeout: inf"),
-        ({"limit": "1/second", "shadow": "yes"}, "shadow: 'yes'"),
-        ({"limit": "1/second", "headers": 1}, "headers: 1"),
-        ({"limit": "1/second", "key": "ip"}, "key: 'ip'"),
+        (
+            {"limit": "1/second", "strategy": "token-bucket"},
+            "strategy 'token-bucket' is not one of",
+        ),
+        (
+            {"limit": "1/second", "on_store_error": "ignore"},
+            "on_store_error 'ignore' is not one of",
+        ),
+        ({"limit": "1/second", "store_timeout": 0}, "store_timeout 0 is not a number of seconds"),
+        (
+            {"limit": "1/second", "store_timeout": float("inf")},
+            "store_timeout inf is not a number of seconds",
+        ),
+        ({"limit": "1/second", "shadow": "yes"}, "shadow 'yes' is not True or False"),
+        ({"limit": "1/second", "headers": 1}, "headers 1 is not True or False"),
+        ({"limit": "1/second", "key": "ip"}, "key 'ip' is not a key function"),
         ({"limit": "1/second", "storage": "postgres://db"}, "unknown scheme 'postgres'"),
         ({"limit": "1/second", "storage": "redis+sentinel://h:26379"}, "names no sentinel"),
         ({"limit": "1/second", "storage": "redis://:hunter2@h:x"}, r"\*\*\*"),
         ({"limit": "1/second", "storage": "redis://h:6379/x?password=hunter2"}, r"=\*\*\*"),
-        ({"limit": "1/second", "cost": {"/orders": 0}}, "cost: 0 for route '/orders'"),
+        (
+            {"limit": "1/second", "cost": {"/orders": 0}},
+            "cost\\['/orders'\\] 0 is not a whole number",
+        ),
         ({"limit": "2/second", "cost": {"/orders": 3}}, "could never be admitted"),
-        ({"limit": "1/second", "exempt": "/health"}, "exempt: '/health'"),
-        ({"limit": "1/second", "plans": ["free"]}, "plans: \\['free'\\] is not a mapping"),
+        ({"limit": "1/second", "exempt": "/health"}, "exempt '/health' is not a list"),
+        ({"limit": "1/second", "plans": ["free"]}, "plans \\['free'\\] is not a mapping"),
         ({"limit": "1/second", "exempt": ["/x y z"]}, "route key"),
     ],
 )
@@ -397,7 +417,31 @@ def test_bad_options_fail_at_configuration(options: dict[str, Any], match: str) 
 async def test_unknown_route_key_fails_the_first_request() -> None:
     """Route keys are checked against the app when the stack is built (contract 3)."""
     app = limited_app(limit="1/second", routes={"/nowhere": "1/minute"})
-    with pytest.raises(ConfigError, match="routes: route '/nowhere' is not a route"):
+    with pytest.raises(
+        ConfigError,
+        match=r"RateLimitMiddleware\[name='default'\]: routes: route '/nowhere' is not a route",
+    ):
+        async with client(app) as http:
+            await http.get("/orders")
+
+
+def test_option_errors_name_the_layer_instance_the_option_and_the_value() -> None:
+    """One message form for every layer: the instance, the option, the value."""
+    with pytest.raises(ConfigError) as raised:
+        RateLimitMiddleware(_never, name="plan", limit="10/minuets")
+    assert str(raised.value).startswith(
+        "RateLimitMiddleware[name='plan']: limit '10/minuets' is not a limit like '100/minute'"
+    )
+
+
+async def test_two_limiters_of_one_name_in_one_app_fail_at_startup() -> None:
+    """Both would count each request in one set of counters: refused when the stack is built."""
+    app = guard(
+        Starlette(routes=limited_app(limit="1/second").routes),
+        Middleware(RateLimitMiddleware, limit="10/second"),
+        Middleware(RateLimitMiddleware, limit="100/minute"),
+    )
+    with pytest.raises(ConfigError, match="another RateLimitMiddleware in this app is named"):
         async with client(app) as http:
             await http.get("/orders")
 

@@ -37,7 +37,7 @@ def _evalsha_calls(url: str) -> int:
 async def test_each_strategy_admits_exactly_the_amount(redis_url: str, strategy: str) -> None:
     store = open_store(redis_url)
     assert isinstance(store, RedisStore)
-    acquire = store.acquirer(strategy)  # type: ignore[arg-type]
+    acquire = store.limiter(strategy)  # type: ignore[arg-type]
     verdicts = [await acquire("k", (Quota("q", 3, 60),), 1) for _ in range(5)]
     assert [v.admitted for v in verdicts] == [True, True, True, False, False]
     assert [v.used[0] for v in verdicts] == [1, 2, 3, 3, 3]
@@ -48,7 +48,7 @@ async def test_each_strategy_admits_exactly_the_amount(redis_url: str, strategy:
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.usefixtures("close_stores")
 async def test_a_refusal_by_one_quota_is_counted_by_none(redis_url: str, strategy: str) -> None:
-    acquire = open_store(redis_url).acquirer(strategy)  # type: ignore[union-attr, arg-type]
+    acquire = open_store(redis_url).limiter(strategy)  # type: ignore[union-attr, arg-type]
     quotas = (Quota("burst", 2, 60), Quota("hour", 5, 3600))
     for _ in range(2):
         assert (await acquire("k", quotas, 1)).admitted
@@ -102,7 +102,7 @@ async def test_one_quota_fixed_window_is_one_incrby_and_no_script(
 @pytest.mark.usefixtures("close_stores")
 async def test_short_real_windows(redis_url: str, strategy: str) -> None:
     """A 1-second window on the server's clock: refused within it, admitted after."""
-    acquire = open_store(redis_url).acquirer(strategy)  # type: ignore[union-attr, arg-type]
+    acquire = open_store(redis_url).limiter(strategy)  # type: ignore[union-attr, arg-type]
     quota = (Quota("s", 2, 1),)
     assert (await acquire("k", quota, 1)).admitted
     assert (await acquire("k", quota, 1)).admitted
@@ -141,7 +141,7 @@ async def test_keys_share_a_hash_tag_and_never_hold_an_api_key(redis_url: str) -
 
 @pytest.mark.usefixtures("close_stores")
 async def test_script_cache_flush_is_survived(redis_url: str) -> None:
-    acquire = open_store(redis_url).acquirer("fixed-window")  # type: ignore[union-attr]
+    acquire = open_store(redis_url).limiter("fixed-window")  # type: ignore[union-attr]
     assert (await acquire("k", (Quota("q", 5, 60),), 1)).admitted
     redis.Redis.from_url(redis_url).script_flush()
     assert (await acquire("k", (Quota("q", 5, 60),), 1)).used == (2,)
@@ -150,7 +150,7 @@ async def test_script_cache_flush_is_survived(redis_url: str) -> None:
 @pytest.mark.usefixtures("close_stores")
 async def test_a_refused_connection_is_one_storage_error() -> None:
     store = open_store("redis://127.0.0.1:1/0", timeout=0.5)
-    acquire = store.acquirer("fixed-window")  # type: ignore[union-attr]
+    acquire = store.limiter("fixed-window")  # type: ignore[union-attr]
     with pytest.raises(StorageError, match="ConnectionError"):
         await acquire("k", (Quota("q", 5, 60),), 1)
 
@@ -240,7 +240,7 @@ def test_a_probe_that_never_reports_does_not_hold_the_breaker() -> None:
 async def test_changing_the_strategy_of_a_limiter_never_meets_old_keys(redis_url: str) -> None:
     """Each strategy has its own keys: a redeploy with another strategy keeps working."""
     for strategy in STRATEGIES:
-        acquire = open_store(redis_url).acquirer(strategy)  # type: ignore[union-attr, arg-type]
+        acquire = open_store(redis_url).limiter(strategy)  # type: ignore[union-attr, arg-type]
         assert (await acquire("k", (Quota("same", 5, 60),), 1)).used == (1,)
 
 
@@ -254,7 +254,7 @@ async def test_fixed_window_counters_are_named_by_window_and_expire_with_it(
     """One counter per window index; it is made with its expiry: window end + 1 s grace."""
     store = open_store(redis_url)
     assert isinstance(store, RedisStore)
-    acquire = store.acquirer("fixed-window")
+    acquire = store.limiter("fixed-window")
     sync = redis.Redis.from_url(redis_url)
     with FrozenClock(wall=1_700_000_000.0) as clock:  # 20 s into a minute
         verdict = await acquire("k", (Quota("q", 5, 60),), 1)

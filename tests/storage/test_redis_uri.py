@@ -293,7 +293,7 @@ async def test_unix_scheme_as_redis_py_writes_it(tmp_path: Path) -> None:
         assert await _whoami_and_db(uri) == ("default", 3)
         assert _redis_py_whoami_and_db(uri) == ("default", 3)
         store = open_store(f"redis+unix://:pw@{sock}?db=3")
-        acquire = store.acquirer("fixed-window")  # type: ignore[union-attr]
+        acquire = store.limiter("fixed-window")  # type: ignore[union-attr]
         try:
             assert (await acquire("k", (Quota("q", 5, 60),), 1)).admitted
         finally:

@@ -260,7 +260,7 @@ async def test_auth_with_password_or_acl_user(auth_redis: RedisServer, userinfo:
     store = open_store(f"redis://{userinfo}@127.0.0.1:{auth_redis.port}/0")
     assert isinstance(store, RedisStore)
     assert store.endpoint is not None
-    acquire = store.acquirer("fixed-window")
+    acquire = store.limiter("fixed-window")
     assert (await acquire("k", (Quota("q", 5, 60),), 1)).used == (1,)
     user = userinfo.partition(":")[0] or "default"
     assert await store.client().command("ACL", "WHOAMI") == user.encode()
@@ -276,7 +276,7 @@ async def test_bad_credentials_are_a_storage_error_at_once(
     auth_redis: RedisServer, userinfo: str
 ) -> None:
     store = open_store(f"redis://{userinfo}@127.0.0.1:{auth_redis.port}/0", timeout=2.0)
-    acquire = store.acquirer("fixed-window")  # type: ignore[union-attr]
+    acquire = store.limiter("fixed-window")  # type: ignore[union-attr]
     start = time.perf_counter()
     with pytest.raises(StorageError, match="ReplyError") as caught:
         await acquire("k", (Quota("q", 5, 60),), 1)
@@ -288,7 +288,7 @@ async def test_bad_credentials_are_a_storage_error_at_once(
 
 @pytest.mark.usefixtures("close_stores")
 async def test_the_database_in_the_uri_is_selected(redis_url: str) -> None:
-    acquire = open_store(f"{redis_url}/3").acquirer("sliding-window-counter")  # type: ignore[union-attr]
+    acquire = open_store(f"{redis_url}/3").limiter("sliding-window-counter")  # type: ignore[union-attr]
     await acquire("k", (Quota("q", 5, 60),), 1)
     assert redis.Redis.from_url(f"{redis_url}/3").dbsize() == 1
     assert redis.Redis.from_url(f"{redis_url}/0").dbsize() == 0
@@ -306,7 +306,7 @@ async def test_unix_socket(tmp_path: Path) -> None:
         assert isinstance(store, RedisStore)
         assert store.endpoint is not None
         assert store.endpoint.path == str(sock)
-        acquire = store.acquirer("fixed-window")
+        acquire = store.limiter("fixed-window")
         assert (await acquire("k", (Quota("q", 5, 60),), 1)).admitted
         assert redis.Redis(unix_socket_path=str(sock), db=2).dbsize() == 1
     finally:

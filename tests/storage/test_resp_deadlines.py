@@ -158,7 +158,7 @@ async def test_every_acquire_path_ends_in_a_storage_error(
             url = full.url
         else:
             url = f"redis://127.0.0.1:{await stack.enter_async_context(tcp_server(handlers[peer]))}"
-        acquire = open_store(url, timeout=TIMEOUT).acquirer(strategy)  # type: ignore[union-attr, arg-type]
+        acquire = open_store(url, timeout=TIMEOUT).limiter(strategy)  # type: ignore[union-attr, arg-type]
         outcomes = await asyncio.gather(
             *(outcome(acquire(f"k{i}", quotas, 1), BOUND) for i in range(CALLERS))
         )

@@ -91,7 +91,7 @@ async def test_tls_with_the_servers_certificate(
 ) -> None:
     store = open_store(f"rediss://127.0.0.1:{tls_redis.port}/0?ssl_ca_certs={certificate[0]}")
     assert isinstance(store, RedisStore)
-    acquire = store.acquirer("fixed-window")
+    acquire = store.limiter("fixed-window")
     assert (await acquire("k", (Quota("q", 5, 60),), 1)).used == (1,)
     assert (await acquire("k", (Quota("q", 5, 60),), 1)).used == (2,)
 
@@ -99,7 +99,7 @@ async def test_tls_with_the_servers_certificate(
 @pytest.mark.usefixtures("close_stores")
 async def test_tls_verifies_the_certificate_by_default(tls_redis: RedisServer) -> None:
     """A self-signed certificate the client was not given is refused."""
-    acquire = open_store(f"rediss://127.0.0.1:{tls_redis.port}/0").acquirer("fixed-window")  # type: ignore[union-attr]
+    acquire = open_store(f"rediss://127.0.0.1:{tls_redis.port}/0").limiter("fixed-window")  # type: ignore[union-attr]
     with pytest.raises(StorageError) as caught:
         await acquire("k", (Quota("q", 5, 60),), 1)
     assert "CERTIFICATE_VERIFY_FAILED" in repr(caught.value.__cause__.__cause__)  # type: ignore[union-attr]
@@ -108,7 +108,7 @@ async def test_tls_verifies_the_certificate_by_default(tls_redis: RedisServer) -
 @pytest.mark.usefixtures("close_stores")
 async def test_tls_verification_can_be_turned_off_explicitly(tls_redis: RedisServer) -> None:
     store = open_store(f"rediss://127.0.0.1:{tls_redis.port}/0?ssl_cert_reqs=none")
-    acquire = store.acquirer("fixed-window")  # type: ignore[union-attr]
+    acquire = store.limiter("fixed-window")  # type: ignore[union-attr]
     assert (await acquire("k", (Quota("q", 5, 60),), 1)).admitted
 
 
@@ -118,6 +118,6 @@ async def test_tls_checks_the_host_name(
 ) -> None:
     """The certificate names 127.0.0.1 and localhost, not 127.0.0.2."""
     uri = f"rediss://127.0.0.2:{tls_redis.port}/0?ssl_ca_certs={certificate[0]}"
-    acquire = open_store(uri).acquirer("fixed-window")  # type: ignore[union-attr]
+    acquire = open_store(uri).limiter("fixed-window")  # type: ignore[union-attr]
     with pytest.raises(StorageError):
         await acquire("k", (Quota("q", 5, 60),), 1)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Final
 from urllib.parse import parse_qsl
 
 from apiguard._types import Scope
 from apiguard.auth._base import MALFORMED, Malformed
 from apiguard.errors import ConfigError
+from apiguard.layer import Options
 
 __all__ = ["Location", "check_int", "check_seconds", "check_strings", "parse_location"]
 
@@ -24,13 +25,7 @@ def check_seconds(option: str, value: object, *, low: float = 0.0, high: float =
     Raises:
         ConfigError: not a number, not finite, or out of range.
     """
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        msg = f"{option}: expected a number of seconds, got {value!r}"
-        raise ConfigError(msg)
-    if not low <= value <= high:
-        msg = f"{option}: {value!r} seconds is outside [{low:g}, {high:g}]"
-        raise ConfigError(msg)
-    return float(value)
+    return Options().seconds(option, value, low=low, high=high, zero=True)
 
 
 def check_int(option: str, value: object, *, low: int, high: int) -> int:
@@ -39,10 +34,7 @@ def check_int(option: str, value: object, *, low: int, high: int) -> int:
     Raises:
         ConfigError: not an int, or out of range.
     """
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        msg = f"{option}: expected an integer in [{low}, {high}], got {value!r}"
-        raise ConfigError(msg)
-    return value
+    return Options().integer(option, value, low=low, high=high)
 
 
 def check_strings(option: str, value: object, *, allow_empty: bool = True) -> tuple[str, ...]:
@@ -51,18 +43,7 @@ def check_strings(option: str, value: object, *, allow_empty: bool = True) -> tu
     Raises:
         ConfigError: not a list of non-empty strings.
     """
-    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        msg = f"{option}: expected a list of strings, got {value!r}"
-        raise ConfigError(msg)
-    items = tuple(value)
-    if not items and not allow_empty:
-        msg = f"{option}: the list is empty"
-        raise ConfigError(msg)
-    for item in items:
-        if not isinstance(item, str) or not item:
-            msg = f"{option}: {item!r} is not a non-empty string"
-            raise ConfigError(msg)
-    return items
+    return Options().strings(option, value, allow_empty=allow_empty)
 
 
 class Location:

@@ -26,6 +26,7 @@ from apiguard.auth._base import (
 )
 from apiguard.auth._options import check_int, check_seconds
 from apiguard.errors import ConfigError
+from apiguard.layer import checked
 from apiguard.principal import Principal
 
 __all__ = ["APIKeyAuth", "KeyLookup", "key_digest"]
@@ -94,6 +95,7 @@ class APIKeyAuth(Authenticator):
 
     name = "api_key"
 
+    @checked("APIKeyAuth")
     def __init__(
         self,
         *,

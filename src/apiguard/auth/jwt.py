@@ -35,6 +35,7 @@ from apiguard.auth._options import (
 )
 from apiguard.auth.jwks import RemoteKeys, StaticKeys, check_url
 from apiguard.errors import ConfigError
+from apiguard.layer import checked
 from apiguard.principal import Principal
 
 __all__ = ["JWTAuth", "PrincipalHook"]
@@ -145,6 +146,7 @@ class JWTAuth(Authenticator):
     scheme = "Bearer"
     error_codes = True
 
+    @checked("JWTAuth")
     def __init__(
         self,
         *,

@@ -13,7 +13,7 @@ from apiguard._types import ASGIApp, Receive, Scope, Send
 from apiguard.auth._base import MALFORMED, Authenticator, Failure, Grant
 from apiguard.compose import checked_at_startup
 from apiguard.context import Decision, get_context, set_anonymous, set_principal
-from apiguard.errors import ConfigError
+from apiguard.layer import Options, checked
 from apiguard.problems import Problem, ProblemResponse
 from apiguard.routing import (
     Resolver,
@@ -34,10 +34,7 @@ _SCOPE_TOKEN: Final = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3
 _REALM: Final = re.compile(r"^[\x20\x21\x23-\x5b\x5d-\x7e]+$")  # quotable without escapes
 _RETRY_AFTER: Final = (b"retry-after", b"5")
 
-_SKIP_PUBLIC: Final = Decision("auth", "skip", reason="public")
-_SKIP_PREFLIGHT: Final = Decision("auth", "skip", reason="preflight")
-_ANONYMOUS: Final = Decision("auth", "allow", reason="anonymous")
-_MISSING: Final = Decision("auth", "reject", reason="missing_credential", status=401)
+_LAYER: Final = "auth"
 _EMPTY: Final[Mapping[bytes, list[bytes]]] = {}
 _BROKEN: Final = Failure("unavailable", "internal_error")
 
@@ -69,24 +66,28 @@ class _Slot:
         "find",
         "index",
         "invalid",
+        "layer",
         "malformed",
+        "method",
         "refusals",
         "reject_malformed",
         "scope",
     )
 
-    def __init__(self, auth: Authenticator, realm: str, index: int) -> None:
+    def __init__(self, auth: Authenticator, realm: str, index: int, layer: str) -> None:
         self.auth = auth
         self.index = index
+        self.layer = layer
         self.find = auth.find
         self.check = auth.check
-        self.allow = Decision("auth", "allow", name=auth.name)
+        #: The authenticator's method, on every decision it makes.
+        self.method = MappingProxyType({"auth.method": auth.name})
+        method = self.method
+        self.allow = Decision(_LAYER, "allow", layer, attributes=method)
         self.reject_malformed = Decision(
-            "auth", "reject", name=auth.name, reason="invalid_request", status=400
+            _LAYER, "reject", layer, "invalid_request", 400, attributes=method
         )
-        self.scope = Decision(
-            "auth", "reject", name=auth.name, reason="insufficient_scope", status=403
-        )
+        self.scope = Decision(_LAYER, "reject", layer, "insufficient_scope", 403, attributes=method)
         # RFC 6750 error codes for bearer schemes; other schemes get a bare challenge.
         if auth.error_codes:
             bad_request = _challenge(auth, realm, "invalid_request")
@@ -141,6 +142,7 @@ class AuthMiddleware:
 
     Args:
         app: The ASGI app to protect.
+        name: The layer's name, in its decisions, metrics and the policy report.
         authenticators: [`JWTAuth`][apiguard.JWTAuth],
             [`APIKeyAuth`][apiguard.APIKeyAuth], ..., in the order they are tried.
         public: Route keys (`"GET /health"`, `"/docs"`) that need no
@@ -169,21 +171,28 @@ class AuthMiddleware:
         ... )
     """
 
+    @checked("AuthMiddleware", name="auth")
     def __init__(
         self,
         app: ASGIApp,
         *,
+        name: str = "auth",
         authenticators: Sequence[Authenticator],
         public: Iterable[str] = (),
         optional: Iterable[str] = (),
         scopes: Mapping[str, Sequence[str]] | None = None,
         realm: str = "api",
     ) -> None:
+        self.name = Options().layer_name(name)
+        options = Options.of("AuthMiddleware", name)
         if not isinstance(realm, str) or not _REALM.match(realm):
-            msg = f"realm: {realm!r} is not printable ASCII without quotes or backslashes"
-            raise ConfigError(msg)
+            options.fail("realm", realm, "is not printable ASCII without quotes or backslashes")
         auths = _check_authenticators(authenticators)
-        self._slots = tuple(_Slot(auth, realm, index) for index, auth in enumerate(auths))
+        self._slots = tuple(_Slot(auth, realm, index, name) for index, auth in enumerate(auths))
+        self._skip_public = Decision(_LAYER, "skip", name, "public")
+        self._skip_preflight = Decision(_LAYER, "skip", name, "preflight")
+        self._anonymous = Decision(_LAYER, "allow", name, "anonymous")
+        self._missing_decision = Decision(_LAYER, "reject", name, "missing_credential", 401)
         self._header_names = frozenset().union(*(auth.header_names for auth in auths))
         # RFC 6750 §3.1: no credential at all gets the challenges without an error code.
         self._missing = _response(
@@ -205,20 +214,26 @@ class AuthMiddleware:
             for key, policy in routes.items():
                 parsed = parse_route_key(option, key)
                 if parsed in seen:
-                    msg = f"{option}: route {key!r} is also in {seen[parsed]}"
-                    raise ConfigError(msg)
+                    raise options.invalid(option, f"route {key!r} is also in {seen[parsed]}")
                 seen[parsed] = option
                 merged[key] = policy
         self._routes: RoutePolicies[_Policy] = RoutePolicies(
             "public/optional/scopes", merged, _Policy(_REQUIRED)
         )
+
         # The per-option tables name the option in errors; the merged table,
         # bound last, is the one requests are resolved with.
-        binds = [*(lambda c=c: c.bind(app) for c in checks), lambda: self._routes.bind(app)]
+        def bind() -> None:
+            with options.checking():
+                for check in checks:
+                    check.bind(app)
+                self._routes.bind(app)
+            self._find_router(app)
+
         # The router this layer wraps, if any, for preflights when the scope
         # names no app (the layer wrapped around an app rather than inside it).
         self._router_resolver: Resolver | None = None
-        self.app = checked_at_startup(app, *binds, lambda: self._find_router(app))
+        self.app = checked_at_startup(app, bind)
 
     def _find_router(self, app: ASGIApp) -> None:
         router = find_router(app)
@@ -252,14 +267,14 @@ class AuthMiddleware:
             # Anonymous, as on a public route: what reads request.user works.
             context = get_context(scope)  # makes scope["state"] where missing
             set_anonymous(scope)
-            context.record(_SKIP_PREFLIGHT)
+            context.record(self._skip_preflight)
             await self.app(scope, receive, send)
             return
         policy = self._routes.lookup(scope)
         context = get_context(scope)
         if policy.mode is _PUBLIC:
             set_anonymous(scope)
-            context.record(_SKIP_PUBLIC)
+            context.record(self._skip_public)
             await self.app(scope, receive, send)
             return
         # One pass over the raw headers for every authenticator.
@@ -306,10 +321,10 @@ class AuthMiddleware:
             return
         if policy.mode is _OPTIONAL:
             set_anonymous(scope)
-            context.record(_ANONYMOUS)
+            context.record(self._anonymous)
             await self.app(scope, receive, send)
             return
-        context.record(_MISSING)
+        context.record(self._missing_decision)
         await self._missing.send(scope, send)
 
     def _bare_preflight(self, scope: Scope) -> bool:
@@ -341,8 +356,8 @@ class AuthMiddleware:
             "unavailable": ("unavailable", 503, self._unavailable),
         }[failure.kind]
         decision = Decision(
-            "auth", "reject", name=slot.auth.name, reason=reason, status=status,
-            attributes=MappingProxyType({"auth.cause": failure.cause}),
+            _LAYER, "reject", slot.layer, reason, status,
+            attributes=MappingProxyType({**slot.method, "auth.cause": failure.cause}),
         )  # fmt: skip
         slot.refusals[failure] = decision, response
         return decision, response
@@ -352,28 +367,25 @@ def _check_authenticators(authenticators: object) -> list[Authenticator]:
     if isinstance(authenticators, Authenticator):
         authenticators = [authenticators]
     if not isinstance(authenticators, Sequence) or not authenticators:
-        msg = f"authenticators: expected a list like [JWTAuth(...)], got {authenticators!r}"
-        raise ConfigError(msg)
+        Options().fail("authenticators", authenticators, "is not a list like [JWTAuth(...)]")
     owners: dict[str, int] = {}
     for position, auth in enumerate(authenticators):
         if not isinstance(auth, Authenticator):
-            msg = f"authenticators: item {position} is {auth!r}, not JWTAuth/APIKeyAuth"
-            raise ConfigError(msg)
+            Options().fail(f"authenticators[{position}]", auth, "is not JWTAuth or APIKeyAuth")
         for location in auth.locations:
             if location in owners:
-                msg = (
-                    f"authenticators: items {owners[location]} and {position} both read "
-                    f"{location!r}; the second would never be consulted"
+                raise Options().invalid(
+                    "authenticators",
+                    f"items {owners[location]} and {position} both read {location!r}; "
+                    "the second would never be consulted",
                 )
-                raise ConfigError(msg)
             owners[location] = position
     return list(authenticators)
 
 
 def _route_list(option: str, routes: object) -> list[str]:
     if isinstance(routes, str) or not isinstance(routes, Iterable):
-        msg = f"{option}: expected a list of route keys like ['GET /health'], got {routes!r}"
-        raise ConfigError(msg)
+        Options().fail(option, routes, "is not a list of route keys like ['GET /health']")
     keys = list(routes)
     for key in keys:
         parse_route_key(option, key)
@@ -384,17 +396,14 @@ def _scope_map(scopes: object) -> dict[str, list[str]]:
     if scopes is None:
         return {}
     if not isinstance(scopes, Mapping):
-        msg = f"scopes: expected a mapping of route keys to scope lists, got {scopes!r}"
-        raise ConfigError(msg)
+        Options().fail("scopes", scopes, "is not a mapping of route keys to scope lists")
     checked: dict[str, list[str]] = {}
     for key, names in scopes.items():
         if isinstance(names, str) or not isinstance(names, Iterable):
-            msg = f"scopes: route {key!r}: expected a list of scopes, got {names!r}"
-            raise ConfigError(msg)
+            Options().fail(f"scopes[{key!r}]", names, "is not a list of scopes")
         names = list(names)
         for name in names:
             if not isinstance(name, str) or not _SCOPE_TOKEN.match(name):
-                msg = f"scopes: route {key!r}: {name!r} is not a scope token (RFC 6749 §3.3)"
-                raise ConfigError(msg)
+                Options().fail(f"scopes[{key!r}]", name, "is not a scope token (RFC 6749 §3.3)")
         checked[key] = names
     return checked

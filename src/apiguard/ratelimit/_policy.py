@@ -110,7 +110,7 @@ class PolicyBuilder:
         elif isinstance(spec, Sequence) and spec and all(isinstance(s, str) for s in spec):
             pairs = [(None, s) for s in spec]
         else:
-            msg = f"{option}: {spec!r} is not a limit like '100/minute' or '10/second; 1000/hour'"
+            msg = f"{option} {spec!r} is not a limit like '100/minute' or '10/second; 1000/hour'"
             raise ConfigError(msg)
         names: list[str] = []
         quotas: list[Quota] = []
@@ -135,7 +135,7 @@ class PolicyBuilder:
 
 
 def _parse(option: str, text: object) -> list[tuple[int, int]]:
-    bad = f"{option}: {text!r} is not a limit like '100/minute' or '10/second; 1000/hour'"
+    bad = f"{option} {text!r} is not a limit like '100/minute' or '10/second; 1000/hour'"
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(bad)
     try:
@@ -147,7 +147,7 @@ def _parse(option: str, text: object) -> list[tuple[int, int]]:
     parsed = []
     for item in items:
         if item.amount < 1:
-            msg = f"{option}: {text!r} allows no request at all; give at least 1 per window"
+            msg = f"{option} {text!r} allows no request at all; give at least 1 per window"
             raise ConfigError(msg)
         parsed.append((item.amount, item.get_expiry()))
     return parsed

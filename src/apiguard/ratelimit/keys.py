@@ -10,135 +10,63 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Final
 
 from apiguard._asgi import get_header
 from apiguard._types import KeyFunc, Scope
+from apiguard.address import ClientAddress, parse_address
 from apiguard.context import principal_of
 from apiguard.errors import ConfigError
+from apiguard.layer import Options
 
 __all__ = ["by_api_key", "by_header", "by_ip", "by_principal"]
 
-logger = logging.getLogger("apiguard.ratelimit")
 
-#: Entries kept by each address cache before it is emptied and refilled: a
-#: flood of new addresses costs a parse each, never unbounded memory.
+#: Entries kept by the key cache before it is emptied and refilled: a flood
+#: of new addresses costs a parse each, never unbounded memory.
 _CACHE_SIZE: Final = 8192
-#: Proxy header values longer than this are parsed each time, not cached.
-_CACHED_HEADER_BYTES: Final = 256
-_IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-#: The key, and the `trusted_proxies` entry, of a peer the server gives no
-#: address for: a unix socket (uvicorn `--uds` sets `scope["client"]` to
-#: None). Not an address, so it never collides with a client's key.
-UNIX: Final = "unix"
 
 
-def _parse_ip(text: str) -> _IPAddress | None:
-    """An address from a proxy header hop: `1.2.3.4`, `1.2.3.4:80`, `[::1]:80`, `::1`."""
-    text = text.strip().strip('"')
-    if text.startswith("["):
-        text = text[1:].partition("]")[0]
-    elif text.count(":") == 1:
-        text = text.partition(":")[0]
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+class _ByIP(ClientAddress):
+    """The client address (core resolution), grouped by prefix."""
 
-
-#: The proxy headers `by_ip` can read, by lowercase name: how to split each
-#: into hops.
-_PROXY_HEADERS: Final = {"x-forwarded-for": "X-Forwarded-For", "forwarded": "Forwarded"}
-
-
-class _ByIP:
-    __slots__ = (
-        "_cache",
-        "_header",
-        "_hops",
-        "_hops_cache",
-        "_trust_cache",
-        "_trust_unix",
-        "_trusted",
-        "_warned",
-        "ipv4_prefix",
-        "ipv6_prefix",
-        "proxy_header",
-    )
+    __slots__ = ("_cache", "ipv4_prefix", "ipv6_prefix")
 
     def __init__(
         self,
-        trusted: Sequence[_Network],
-        trust_unix: bool,
+        trusted_proxies: Iterable[str],
+        proxy_header: str,
         ipv4_prefix: int,
         ipv6_prefix: int,
-        proxy_header: str,
     ) -> None:
-        self._trusted = tuple(trusted)
-        self._trust_unix = trust_unix
-        self._warned = False
+        super().__init__(trusted_proxies=trusted_proxies, proxy_header=proxy_header, owner="by_ip")
         self.ipv4_prefix = ipv4_prefix
         self.ipv6_prefix = ipv6_prefix
-        self.proxy_header = proxy_header
-        self._header = proxy_header.lower().encode("latin-1")
-        self._hops = _forwarded_hops if self._header == b"forwarded" else _x_forwarded_for_hops
         self._cache: dict[str, str] = {}
-        self._trust_cache: dict[str, bool] = {}
-        # (peer, proxy header) -> the client: a proxy's few peers send the same
-        # few values again and again; parsing them costs ~3 µs a request.
-        self._hops_cache: dict[tuple[str, bytes], str] = {}
 
     def __repr__(self) -> str:
-        proxies = [str(network) for network in self._trusted]
-        if self._trust_unix:
-            proxies.append(UNIX)
         return (
-            f"by_ip(trusted_proxies={proxies!r}, proxy_header={self.proxy_header!r}, "
+            f"by_ip(trusted_proxies={self.trusted_proxies!r}, "
+            f"proxy_header={self.proxy_header!r}, "
             f"ipv4_prefix={self.ipv4_prefix}, ipv6_prefix={self.ipv6_prefix})"
         )
 
-    def __call__(self, scope: Scope, /) -> str | None:
+    def __call__(self, scope: Scope, /) -> str:
         client = scope.get("client")
-        if not client or not client[0]:
-            return self._unix(scope)
-        host: str = client[0]
-        if self._trusted and self._is_trusted(host):
-            host = self._through_proxies(scope, host)
+        if client and not self._trusted and client[0]:
+            host: str = client[0]  # the usual case, without a call
+        else:
+            host = ClientAddress.__call__(self, scope)
         key = self._cache.get(host)
         if key is None:
             key = self._normalise(host)
         return key
 
-    def _unix(self, scope: Scope) -> str:
-        """The key of a peer without an address: the client behind it, or one shared key.
-
-        Never `None`: that would leave every such request unlimited.
-        """
-        if self._trust_unix:
-            host = self._through_proxies(scope, UNIX)
-            return self._cache.get(host) or self._normalise(host)
-        if not self._warned:
-            self._warned = True
-            logger.warning(
-                "apiguard: by_ip() got a request without a client address (a unix "
-                "socket?): all such requests share the key %r. Behind a proxy on a unix "
-                "socket, add %r to trusted_proxies to key each client by its address.",
-                UNIX,
-                UNIX,
-            )
-        return UNIX
-
     def _normalise(self, host: str) -> str:
-        address = _parse_ip(host)
+        address = parse_address(host)
         if address is None:
-            key = host  # not an address (a unix socket path, a test client name)
+            key = host  # not an address (a unix socket, a test client name)
         elif isinstance(address, ipaddress.IPv4Address):
             if self.ipv4_prefix == 32:
                 key = str(address)
@@ -152,70 +80,6 @@ class _ByIP:
             self._cache.clear()
         self._cache[host] = key
         return key
-
-    def _is_trusted(self, host: str) -> bool:
-        trusted = self._trust_cache.get(host)
-        if trusted is None:
-            address = _parse_ip(host)
-            trusted = address is not None and any(address in net for net in self._trusted)
-            if len(self._trust_cache) >= _CACHE_SIZE:
-                self._trust_cache.clear()
-            self._trust_cache[host] = trusted
-        return trusted
-
-    def _through_proxies(self, scope: Scope, peer: str) -> str:
-        """The first untrusted hop, reading the proxy header right to left."""
-        name = self._header
-        values = [v for k, v in scope["headers"] if k == name]
-        raw = values[0] if len(values) == 1 else b",".join(values)
-        if len(raw) > _CACHED_HEADER_BYTES:  # never hold long values in memory
-            return self._walk(peer, raw)
-        cache = self._hops_cache
-        host = cache.get((peer, raw))
-        if host is None:
-            host = self._walk(peer, raw)
-            if len(cache) >= _CACHE_SIZE:
-                cache.clear()  # random values (an attack) cannot grow it
-            cache[peer, raw] = host
-        return host
-
-    def _walk(self, peer: str, raw: bytes) -> str:
-        hops = self._hops(raw.decode("latin-1")) if raw else []
-        current = peer
-        for hop in reversed(hops):
-            address = _parse_ip(hop)
-            if address is None:
-                # A trusted proxy reported something that is not an address
-                # ("unknown", an obfuscated id): the proxy is as far as we know.
-                return current
-            text = str(address)
-            if not self._is_trusted(text):
-                return text
-            current = text
-        return current
-
-
-# Several fields of one name are one list (RFC 9110 §5.3): the callers join
-# every field of the header, in order, as proxies append them.
-
-
-def _forwarded_hops(value: str) -> list[str]:
-    """The `for=` value of each element of a `Forwarded` list (RFC 7239 §4), in order."""
-    hops = []
-    for element in value.split(","):
-        for pair in element.split(";"):
-            name, _, node = pair.strip().partition("=")
-            if name.lower() == "for":
-                hops.append(node)
-                break
-        else:
-            hops.append("")  # an element without for=: an unknown hop
-    return hops
-
-
-def _x_forwarded_for_hops(value: str) -> list[str]:
-    """The hops of an `X-Forwarded-For` list, in order."""
-    return [hop for hop in value.split(",") if hop.strip()]
 
 
 def by_ip(
@@ -271,32 +135,10 @@ def by_ip(
         >>> key({"type": "http", "client": ("2001:db8::1", 4000), "headers": []})
         '2001:db8::/64'
     """
-    if isinstance(trusted_proxies, str | bytes):
-        msg = f"by_ip: trusted_proxies {trusted_proxies!r} is not a list of CIDRs"
-        raise ConfigError(msg)
-    networks: list[_Network] = []
-    trust_unix = False
-    for proxy in trusted_proxies:
-        if proxy == UNIX:
-            trust_unix = True
-            continue
-        try:
-            networks.append(ipaddress.ip_network(proxy, strict=False))
-        except (TypeError, ValueError):
-            msg = (
-                f"by_ip: trusted proxy {proxy!r} is not an address, a CIDR like "
-                "'10.0.0.0/8', or 'unix'"
-            )
-            raise ConfigError(msg) from None
+    options = Options("by_ip")
     for option, value, top in (("ipv6_prefix", ipv6_prefix, 128), ("ipv4_prefix", ipv4_prefix, 32)):
-        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
-            msg = f"by_ip: {option} {value!r} is not an integer from 1 to {top}"
-            raise ConfigError(msg)
-    header: object = proxy_header
-    if not isinstance(header, str) or header.lower() not in _PROXY_HEADERS:
-        msg = f"by_ip: proxy_header {proxy_header!r} is not 'X-Forwarded-For' or 'Forwarded'"
-        raise ConfigError(msg)
-    return _ByIP(networks, trust_unix, ipv4_prefix, ipv6_prefix, _PROXY_HEADERS[header.lower()])
+        options.integer(option, value, low=1, high=top)
+    return _ByIP(trusted_proxies, proxy_header, ipv4_prefix, ipv6_prefix)
 
 
 #: Store keys by_principal() gives, one namespace each: a principal's

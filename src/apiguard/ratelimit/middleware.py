@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final, Literal
+from collections.abc import Iterable, Mapping
+from typing import Final, Literal
 
-from apiguard._asgi import ResponseObserver, lifespan_with_cleanup
+from apiguard._asgi import ResponseObserver, lifespan_hooks
 from apiguard._clock import clock
 from apiguard._types import ASGIApp, KeyFunc, Receive, Scope, Send
 from apiguard.compose import checked_at_startup
-from apiguard.context import Decision, get_context
-from apiguard.errors import ConfigError, StorageError
+from apiguard.context import AttributeValue, Decision, get_context
+from apiguard.errors import StorageError
+from apiguard.layer import Options
 from apiguard.problems import Problem, ProblemResponse
+from apiguard.ratelimit._config import (
+    GENERAL,
+    Route,
+    check_costs,
+    general_lookup,
+    route_table,
+)
 from apiguard.ratelimit._policy import LimitSpec, Policy, PolicyBuilder, RoutePolicy
 from apiguard.ratelimit.headers import (
     LEGACY_LIMIT,
@@ -21,13 +29,12 @@ from apiguard.ratelimit.headers import (
     RATELIMIT,
     RATELIMIT_POLICY,
     RETRY_AFTER,
-    check_name,
     delta_seconds,
     ratelimit_field,
 )
-from apiguard.ratelimit.keys import ANONYMOUS_PREFIX, _ByPrincipal, by_ip, principal_id_of
+from apiguard.ratelimit.keys import by_ip
 from apiguard.routing import RoutePolicies
-from apiguard.storage import STRATEGIES, MemoryStorage, Strategy, Verdict, open_store
+from apiguard.storage import STRATEGIES, MemoryStorage, Store, Strategy, Verdict, open_store
 
 __all__ = ["RateLimitMiddleware"]
 
@@ -36,17 +43,7 @@ OnStoreError = Literal["fail-open", "fail-closed"]
 _LAYER: Final = "ratelimit"
 _UNAVAILABLE: Final = "store-unavailable"
 _UNAVAILABLE_DETAIL: Final = "Request limits cannot be checked right now; retry later."
-
-
-class _Route:
-    """What a route gets: its own policy (or the general one), a cost, or an exemption."""
-
-    __slots__ = ("cost", "exempt", "policy")
-
-    def __init__(self, policy: Policy | None, cost: int, exempt: bool) -> None:
-        self.policy = policy
-        self.cost = cost
-        self.exempt = exempt
+_KINDS: Final = frozenset({"http", "websocket"})
 
 
 class RateLimitMiddleware:
@@ -59,11 +56,21 @@ class RateLimitMiddleware:
     `RateLimit` fields; refused requests get 429, `Retry-After` and a
     `quota-exceeded` problem naming the violated policies.
 
+    WebSocket handshakes are counted like requests (route keys
+    `"WEBSOCKET /ws"`); a refused handshake gets the 429 with `Retry-After`
+    as an HTTP response where the server supports the ASGI
+    `websocket.http.response` extension, and otherwise a close with code
+    1013 (try again later) before it is accepted.
+
     Args:
         app: The ASGI app to protect.
         name: The limiter's name: it prefixes the policy names in the
             headers (`"default-0"`), the store keys and the decisions, so
-            that two limiters never collide.
+            that two limiters never collide. Two limiters of one app must
+            have distinct names (a start-up error otherwise). Two services
+            sharing one store (one Redis for several apps) must name their
+            limiters apart too: limiters of one name, on one store, share
+            their counters, and each would count the other's requests.
         limit: The general limit: `"100/minute"`, several at once
             (`"10/second; 1000/hour"`, all must admit), or a mapping of
             policy names to limits (`{"burst": "10/second"}`) to name them
@@ -147,166 +154,69 @@ class RateLimitMiddleware:
         on_store_error: OnStoreError = "fail-open",
         store_timeout: float = 0.25,
     ) -> None:
-        if not check_name(name) or "/" in name:
-            msg = f"RateLimitMiddleware: name {name!r} is not 1-64 letters, digits and _.:+-"
-            raise ConfigError(msg)
-        self.name = name
-        given: dict[str, object] = {"shadow": shadow, "legacy_headers": legacy_headers}
-        for option, flag in given.items():
-            if not isinstance(flag, bool):
-                msg = f"{option}: {flag!r} is not True or False"
-                raise ConfigError(msg)
-        given_headers: object = headers
-        if given_headers is not None and not isinstance(given_headers, bool):
-            msg = f"headers: {headers!r} is not True, False or None"
-            raise ConfigError(msg)
-        if strategy not in STRATEGIES:
-            msg = f"strategy: {strategy!r} is not one of {', '.join(map(repr, STRATEGIES))}"
-            raise ConfigError(msg)
-        if on_store_error not in ("fail-open", "fail-closed"):
-            msg = f"on_store_error: {on_store_error!r} is not 'fail-open' or 'fail-closed'"
-            raise ConfigError(msg)
-        timeout: object = store_timeout
-        if (
-            not isinstance(timeout, int | float)
-            or isinstance(timeout, bool)
-            or not 0 < timeout < math.inf
-        ):
-            msg = f"store_timeout: {store_timeout!r} is not a positive number of seconds"
-            raise ConfigError(msg)
-        given_key: object = key
-        if key is None:
-            key = by_ip()
-        elif not callable(given_key):
-            msg = f"key: {key!r} is not a key function (by_ip(), by_principal(), ...)"
-            raise ConfigError(msg)
-        self.key: KeyFunc = key
-        self.shadow = shadow
+        self.name = Options("RateLimitMiddleware").layer_name(name)
+        options = self.options = Options.of("RateLimitMiddleware", name)
+        self.shadow = options.flag("shadow", shadow)
+        self.legacy_headers = options.flag("legacy_headers", legacy_headers)
+        if headers is not None:
+            options.flag("headers", headers)
         self.headers = (not shadow) if headers is None else headers
-        self.legacy_headers = legacy_headers
-        self.strategy: Strategy = strategy
-        self.on_store_error: OnStoreError = on_store_error
+        self.strategy: Strategy = options.choice("strategy", strategy, STRATEGIES)  # type: ignore[assignment]
+        self.on_store_error: OnStoreError = options.choice(  # type: ignore[assignment]
+            "on_store_error", on_store_error, ("fail-open", "fail-closed")
+        )
+        timeout = options.seconds("store_timeout", store_timeout, high=60.0)
+        self.key: KeyFunc = (
+            by_ip()
+            if key is None
+            else options.function("key", key, "a key function (by_ip(), by_principal(), ...)")
+        )
 
-        builder = PolicyBuilder(name, self.headers)
-        self.default = builder.build("limit", limit) if limit is not None else None
-        self.routes = RoutePolicies("routes", self._routes(builder, routes, exempt, cost), _GENERAL)
-        self.plans = {
-            plan: builder.build(f"plans[{plan!r}]", spec)
-            for plan, spec in _mapping("plans", plans).items()
-        }
-        self.overrides = {
-            consumer: builder.build(f"overrides[{consumer!r}]", spec)
-            for consumer, spec in _mapping("overrides", overrides).items()
-        }
-        if self.default is None and not self.plans:
-            msg = "RateLimitMiddleware: give a limit ('100/minute'), or plans, or both"
-            raise ConfigError(msg)
-        self._check_costs()
-        self._general = self._choose_general()
-
-        self.store = open_store(storage, timeout=store_timeout)
-        self._memory: Callable[..., Verdict] | None = None
-        self._acquire: Callable[..., Any] | None = None
-        self._remote = not isinstance(self.store, MemoryStorage)
-        if isinstance(self.store, MemoryStorage):
-            self._memory = getattr(self.store, strategy.replace("-", "_"))
-        else:
-            self._acquire = self.store.acquirer(strategy)
+        with options.checking():
+            builder = PolicyBuilder(name, self.headers)
+            self.default = builder.build("limit", limit) if limit is not None else None
+            table = route_table(options, builder, routes, exempt, cost)
+            self.routes: RoutePolicies[Route] = RoutePolicies("routes", table, GENERAL)
+            self.plans = {
+                plan: builder.build(f"plans[{plan!r}]", spec)
+                for plan, spec in options.mapping("plans", plans).items()
+            }
+            self.overrides = {
+                consumer: builder.build(f"overrides[{consumer!r}]", spec)
+                for consumer, spec in options.mapping("overrides", overrides).items()
+            }
+            if self.default is None and not self.plans:
+                raise options.invalid("limit", "give a limit ('100/minute'), or plans, or both")
+            general = [self.default, *self.plans.values(), *self.overrides.values()]
+            check_costs(options, self.routes, [p for p in general if p is not None])
+            self.store: Store = open_store(storage, timeout=timeout)
+        self._general = general_lookup(self.key, self.default, self.plans, self.overrides)
+        self._acquire = self.store.limiter(self.strategy)
         self._unavailable = ProblemResponse(Problem(status=503, detail=_UNAVAILABLE_DETAIL))
         self._skip_exempt = Decision(_LAYER, "skip", name=name, reason="exempt")
         self._skip_nokey = Decision(_LAYER, "skip", name=name, reason="no-key")
         self._skip_nopolicy = Decision(_LAYER, "skip", name=name, reason="no-policy")
-        self.app = checked_at_startup(app, lambda: self.routes.bind(app))
 
-    # --- configuration ---------------------------------------------------------------
+        def bind() -> None:
+            with options.checking():
+                self.routes.bind(app)
+                self._check_names(app)
 
-    def _routes(
-        self,
-        builder: PolicyBuilder,
-        routes: Mapping[str, LimitSpec | RoutePolicy] | None,
-        exempt: Iterable[str] | None,
-        cost: Mapping[str, int] | None,
-    ) -> dict[str, _Route]:
-        table: dict[str, _Route] = {}
-        for route, spec in _mapping("routes", routes).items():
-            if isinstance(spec, RoutePolicy):
-                policy = (
-                    builder.build(f"routes[{route!r}]", spec.limit)
-                    if spec.limit is not None
-                    else None
+        self.app = checked_at_startup(app, bind)
+
+    def _check_names(self, app: ASGIApp) -> None:
+        """Refuse a limiter of the same name further in: both would count in one set of counters."""
+        inner: object = app
+        for _ in range(64):
+            if isinstance(inner, RateLimitMiddleware) and inner.name == self.name:
+                raise self.options.invalid(
+                    "name",
+                    f"another RateLimitMiddleware in this app is named {self.name!r}; "
+                    "give each limiter a name of its own (name='ip', name='plan')",
                 )
-                table[route] = _Route(policy, _cost(route, spec.cost), _flag(route, spec.exempt))
-            else:
-                table[route] = _Route(builder.build(f"routes[{route!r}]", spec), 1, False)
-        for route, units in _mapping("cost", cost).items():
-            entry = table.get(route)
-            if entry is not None and entry.cost != 1:
-                msg = f"cost: route {route!r} has a cost in routes too"
-                raise ConfigError(msg)
-            policy = entry.policy if entry is not None else None
-            table[route] = _Route(policy, _cost(route, units), False)
-        if exempt is not None:
-            if isinstance(exempt, str) or not isinstance(exempt, Iterable):
-                msg = f"exempt: {exempt!r} is not a list of route keys"
-                raise ConfigError(msg)
-            for route in exempt:
-                if route in table:
-                    msg = f"exempt: route {route!r} also has a limit or a cost"
-                    raise ConfigError(msg)
-                table[route] = _Route(None, 1, True)
-        return table
-
-    def _check_costs(self) -> None:
-        general = [p for p in (self.default, *self.plans.values(), *self.overrides.values()) if p]
-        for (method, route), entry in self.routes.items():
-            policies = [entry.policy] if entry.policy is not None else general
-            for policy in policies:
-                for name, quota in zip(policy.names, policy.quotas, strict=True):
-                    if entry.cost > quota.amount:
-                        where = f"{method} {route}" if method else route
-                        msg = (
-                            f"cost: route {where!r} costs {entry.cost}, more than the "
-                            f"{quota.amount} of policy {name!r}: it could never be admitted"
-                        )
-                        raise ConfigError(msg)
-
-    def _choose_general(self) -> Callable[[Scope, str], Policy | None]:
-        """The general policy lookup, reduced to what the options need."""
-        default = self.default
-        plans = self.plans
-        overrides = self.overrides
-        if not plans and not overrides:
-            return lambda scope, key: default
-        # by_principal() keys principals as "p:<method>:<id>": their overrides
-        # are named by id, apart from the anonymous callers' ("ip:<address>"),
-        # so that a principal whose id reads like an address never gets an
-        # address's override.
-        by_id: dict[str, Policy] | None = None
-        if isinstance(self.key, _ByPrincipal):
-            by_id = {k: p for k, p in overrides.items() if not k.startswith(ANONYMOUS_PREFIX)}
-            overrides = {k: p for k, p in overrides.items() if k.startswith(ANONYMOUS_PREFIX)}
-
-        def general(scope: Scope, key: str) -> Policy | None:
-            if by_id:
-                principal_id = principal_id_of(key)
-                if principal_id is not None:
-                    policy = by_id.get(principal_id)
-                    if policy is not None:
-                        return policy
-            if overrides:
-                policy = overrides.get(key)
-                if policy is not None:
-                    return policy
-            if plans:
-                principal = get_context(scope).principal
-                plan = principal.plan if principal is not None else None
-                if plan is not None:
-                    policy = plans.get(plan)
-                    if policy is not None:
-                        return policy
-            return default
-
-        return general
+            inner = getattr(inner, "app", None)
+            if inner is None:
+                return
 
     async def aclose(self) -> None:
         """Close the store's connections (the memory store has none).
@@ -314,17 +224,18 @@ class RateLimitMiddleware:
         Runs by itself when the app's lifespan shuts down. The next request
         reconnects, so calling this early does no harm.
         """
-        if not isinstance(self.store, MemoryStorage):
-            await self.store.aclose()
+        await self.store.aclose()
 
     # --- the request -----------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Count an HTTP request and admit or refuse it; pass other scopes through."""
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan" and self._remote:
-                # Close the store's connections when the app shuts down.
-                await lifespan_with_cleanup(self.app, scope, receive, send, self.aclose)
+        """Count an HTTP request or WebSocket handshake; admit or refuse it."""
+        if scope["type"] not in _KINDS:
+            if scope["type"] == "lifespan":
+                # Connect the store before the first request; close it at shutdown.
+                await lifespan_hooks(
+                    self.app, scope, receive, send, startup=self.store.open, shutdown=self.aclose
+                )
                 return
             await self.app(scope, receive, send)
             return
@@ -343,14 +254,13 @@ class RateLimitMiddleware:
             get_context(scope).record(self._skip_nopolicy)
             await self.app(scope, receive, send)
             return
-        if self._memory is not None:
-            verdict = self._memory(key, policy.quotas, route.cost, clock.time())
-        else:
-            try:
-                verdict = await self._acquire(key, policy.quotas, route.cost)  # type: ignore[misc]
-            except StorageError:
-                await self._store_failed(scope, receive, send)
-                return
+        try:
+            verdict = self._acquire(key, policy.quotas, route.cost)
+            if type(verdict) is not Verdict:
+                verdict = await verdict  # type: ignore[misc]
+        except StorageError as exc:
+            await self._store_failed(scope, receive, send, exc)
+            return
         if verdict.admitted:
             await self._admit(scope, receive, send, policy, verdict, None)
         elif self.shadow:
@@ -392,7 +302,7 @@ class RateLimitMiddleware:
                 attributes=attributes,
             )
         )
-        if not self.headers and not self.legacy_headers:
+        if (not self.headers and not self.legacy_headers) or scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         extra: list[tuple[bytes, bytes]] = []
@@ -442,9 +352,13 @@ class RateLimitMiddleware:
             (LEGACY_RESET, b"%d" % math.ceil(clock.time() + reset)),
         ]
 
-    async def _store_failed(self, scope: Scope, receive: Receive, send: Send) -> None:
-        breaker = self.store.breaker  # type: ignore[union-attr]
-        attributes = {"store.failures": breaker.failures, "store.breaker": breaker.state}
+    async def _store_failed(
+        self, scope: Scope, receive: Receive, send: Send, error: StorageError
+    ) -> None:
+        attributes: dict[str, AttributeValue] = {
+            "store.failures": error.failures,
+            "store.breaker": error.state,
+        }
         context = get_context(scope)
         if self.on_store_error == "fail-open":
             context.record(
@@ -455,31 +369,5 @@ class RateLimitMiddleware:
         context.record(
             Decision(_LAYER, "reject", self.name, _UNAVAILABLE, 503, attributes=attributes)
         )
-        retry = max(delta_seconds(breaker.retry_after()), 1)
+        retry = max(delta_seconds(error.retry_after), 1)
         await self._unavailable.send(scope, send, [(RETRY_AFTER, b"%d" % retry)])
-
-
-_GENERAL: Final = _Route(None, 1, False)
-
-
-def _mapping(option: str, value: object) -> Mapping[Any, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        msg = f"{option}: {value!r} is not a mapping"
-        raise ConfigError(msg)
-    return value
-
-
-def _cost(route: str, units: object) -> int:
-    if not isinstance(units, int) or isinstance(units, bool) or units < 1:
-        msg = f"cost: {units!r} for route {route!r} is not a whole number of units >= 1"
-        raise ConfigError(msg)
-    return units
-
-
-def _flag(route: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        msg = f"routes: exempt {value!r} for route {route!r} is not True or False"
-        raise ConfigError(msg)
-    return value

@@ -1,4 +1,4 @@
-"""Shared state for the layers: a `limits` storage URI in, a rate store out.
+"""Shared state for the layers: a storage URI in, a [`Store`][apiguard.storage.Store] out.
 
 - `memory://` (the default) is apiguard's own [`MemoryStorage`][apiguard.storage.MemoryStorage]:
   O(1) a hit whatever the number of keys, one per layer instance and process.
@@ -12,8 +12,11 @@
 - `memcached://`, `mongodb://`, `mongodb+srv://`, and any `async+...` URI
   `limits` knows, go through `limits`' own async storage API.
 
-Every call to a network store has a timeout and goes through a breaker of
-the store's own; failures come out as [`StorageError`][apiguard.StorageError].
+Every store offers the rate-limit part of the store protocol; every store
+but `limits`' own (memcached, MongoDB) offers the key-value part too (claims
+with owner tokens, values as bytes). Every call to a network store has a
+timeout and goes through a breaker of the store's own; failures come out as
+[`StorageError`][apiguard.StorageError].
 """
 
 from __future__ import annotations
@@ -30,12 +33,18 @@ from apiguard.storage._base import (
     MOVING_WINDOW,
     SLIDING_WINDOW_COUNTER,
     STRATEGIES,
+    Acquire,
+    Claim,
+    KeyValueStore,
     Quota,
+    Store,
     Strategy,
     Verdict,
 )
 from apiguard.storage._guard import StoreBreaker
-from apiguard.storage._remote import LimitsStore, RedisStore, RemoteStore
+from apiguard.storage._memory_kv import MemoryKeyValue
+from apiguard.storage._redis import RedisStore
+from apiguard.storage._remote import LimitsStore, RemoteStore
 from apiguard.storage._resp import parse_redis_uri
 from apiguard.storage.memory import MemoryStorage
 
@@ -44,7 +53,11 @@ __all__ = [
     "MOVING_WINDOW",
     "SLIDING_WINDOW_COUNTER",
     "STRATEGIES",
+    "Acquire",
+    "Claim",
+    "KeyValueStore",
     "LimitsStore",
+    "MemoryKeyValue",
     "MemoryStorage",
     "Quota",
     "RedisStore",
@@ -55,8 +68,6 @@ __all__ = [
     "Verdict",
     "open_store",
 ]
-
-Store = MemoryStorage | RemoteStore
 
 _MEMORY: Final = frozenset({"memory", "async+apiguard-memory"})
 _REDIS: Final = frozenset(
@@ -82,9 +93,7 @@ _NEEDS: Final = {
 }
 
 
-def open_store(
-    uri: object, *, timeout: float = 0.25, option: str = "storage"
-) -> MemoryStorage | RemoteStore:
+def open_store(uri: object, *, timeout: float = 0.25, option: str = "storage") -> Store:
     """Check a storage URI and return its store, without connecting.
 
     Args:
@@ -99,16 +108,14 @@ def open_store(
 
     Examples:
         >>> open_store("memory://")
-        <apiguard.storage.memory.MemoryStorage object at ...>
+        MemoryStorage('memory://')
         >>> open_store("redis://:secret@cache:6379/0")
         RedisStore('redis://:***@cache:6379/0')
     """
     if isinstance(uri, MemoryStorage):
         return uri
     if not isinstance(uri, str) or "://" not in uri:
-        msg = (
-            f"{option}: {redact(uri)} is not a storage URI like 'memory://' or 'redis://host:6379'"
-        )
+        msg = f"{option} {redact(uri)} is not a storage URI like 'memory://' or 'redis://host:6379'"
         raise ConfigError(msg)
     shown = redact(uri)
     scheme = uri.partition("://")[0].lower()
@@ -120,35 +127,37 @@ def open_store(
 
     if f"async+{bare}" not in SCHEMES:
         known = "memory, redis, rediss, redis+cluster, redis+sentinel, memcached, mongodb"
-        msg = f"{option}: {shown} has an unknown scheme {scheme!r} (known: {known})"
+        msg = f"{option} {shown} has an unknown scheme {scheme!r} (known: {known})"
         raise ConfigError(msg)
     if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0:
-        msg = f"store_timeout: {timeout!r} is not a positive number of seconds"
+        msg = f"store_timeout {timeout!r} is not a positive number of seconds"
         raise ConfigError(msg)
     if not math.isfinite(timeout):
-        msg = f"store_timeout: {timeout!r} is not finite"
+        msg = f"store_timeout {timeout!r} is not finite"
         raise ConfigError(msg)
     endpoint = None
     if bare in _REDIS:
         try:
             endpoint = parse_redis_uri(uri)
         except ValueError as exc:
-            msg = f"{option}: {shown} is not a valid storage URI ({redact(str(exc))[1:-1]})"
+            msg = f"{option} {shown} is not a valid storage URI ({redact(str(exc))[1:-1]})"
             raise ConfigError(msg) from None
     family = bare.partition("+")[0].removesuffix("s")
     if family in _NEEDS and endpoint is None:
         modules, extra = _NEEDS[family]
         if not any(importlib.util.find_spec(module) for module in modules):
-            msg = f"{option}: {shown} needs the {modules[0]!r} package: pip install {extra!r}"
+            msg = f"{option} {shown} needs the {modules[0]!r} package: pip install {extra!r}"
             raise ConfigError(msg)
     try:
         parsed = parse_storage_uri(target)
     except ConfigurationError as exc:
-        msg = f"{option}: {shown} is not a valid storage URI ({redact(str(exc))})"
+        msg = f"{option} {shown} is not a valid storage URI ({redact(str(exc))[1:-1]})"
         raise ConfigError(msg) from None
     if bare in _REDIS:
         if bare.endswith("+sentinel") and not (parsed.path or "").strip("/"):
-            msg = f"{option}: {shown} names no sentinel service (redis+sentinel://host:26379/mymaster)"
+            msg = (
+                f"{option} {shown} names no sentinel service (redis+sentinel://host:26379/mymaster)"
+            )
             raise ConfigError(msg)
         options = _redis_options(bare, timeout) if endpoint is None else {}
         return RedisStore(target, shown, timeout, options, endpoint)

@@ -1,16 +1,37 @@
-"""What every rate store answers: quotas in, a verdict with the figures for the headers out."""
+"""The store protocol (DESIGN.md contract 7): what every store offers the layers.
+
+Two parts:
+
+- the **rate-limit part**, that every store offers: the limiter's atomic hit
+  of every quota of a policy with a cost, `Store.limiter(strategy)`; quotas
+  in, a [`Verdict`][apiguard.storage.Verdict] with the figures for the
+  headers out;
+- the **key-value part**, `Store.kv`, for idempotency keys, stale responses
+  and cross-worker state: claims with an expiry and an owner token, renewed,
+  released and replaced by a value only by their owner, atomically (on Redis
+  Cluster too); values are bytes. Stores that cannot do it atomically
+  (`memcached://`, `mongodb://`) have `kv = None`, and a layer that needs it
+  refuses them at start-up.
+
+Layers use stores only through these two protocols, never by their type.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Final, Literal, NamedTuple, TypeAlias
+from collections.abc import Awaitable, Sequence
+from typing import Final, Literal, NamedTuple, Protocol, TypeAlias
 
 __all__ = [
     "FIXED_WINDOW",
     "MOVING_WINDOW",
     "SLIDING_WINDOW_COUNTER",
     "STRATEGIES",
+    "Acquire",
+    "Claim",
+    "KeyValueStore",
     "Quota",
+    "Store",
     "Strategy",
     "Verdict",
     "sliding_wait",
@@ -87,3 +108,117 @@ def sliding_wait(
         return until_end - window * (target - current) / previous + _EPSILON
     # Within the next window: current * (window - y) / window < target, y = x - until_end.
     return until_end + window * (1.0 - target / current) + _EPSILON
+
+
+class Acquire(Protocol):
+    """A store's hit of every quota of a policy: `acquire(key, quotas, cost)`.
+
+    Returns the [`Verdict`][apiguard.storage.Verdict] itself when the store
+    answers without waiting (the memory store: no coroutine on the hot
+    path), else an awaitable of it; the caller checks
+    `type(result) is Verdict`. A failure raises (or the awaitable raises)
+    [`StorageError`][apiguard.StorageError].
+    """
+
+    def __call__(
+        self, key: str, quotas: Sequence[Quota], cost: int, /
+    ) -> Verdict | Awaitable[Verdict]: ...
+
+
+class Claim(NamedTuple):
+    """What [`KeyValueStore.claim`][apiguard.storage.KeyValueStore.claim] found.
+
+    Attributes:
+        token: The owner token when the claim is now the caller's, else `None`.
+        value: The value stored under the key when there is one (the key
+            was claimed and then `put`), else `None`.
+
+    Both `None`: another caller holds a live claim on the key.
+    """
+
+    token: str | None
+    value: bytes | None = None
+
+
+class KeyValueStore(Protocol):
+    """The key-value part of a store: claims with owner tokens, values as bytes.
+
+    Every method takes `timeout`, the most seconds the caller may wait (the
+    smaller of it and the store's own timeout applies), and raises
+    [`StorageError`][apiguard.StorageError] when the store fails or times out.
+    Keys are strings of any content: the store encodes them so that none can
+    reach another key's slot or value.
+    """
+
+    async def claim(self, key: str, ttl: float, *, timeout: float | None = None) -> Claim:
+        """Claim `key` for `ttl` seconds if nobody holds it; or say what holds it.
+
+        Atomic: of two callers, one gets the token.
+        """
+        ...
+
+    async def renew(
+        self, key: str, token: str, ttl: float, *, timeout: float | None = None
+    ) -> bool:
+        """Extend the claim to `ttl` seconds from now; `False` if `token` no longer holds it."""
+        ...
+
+    async def release(self, key: str, token: str, *, timeout: float | None = None) -> bool:
+        """Drop the claim; `False` (and nothing done) if `token` does not hold it."""
+        ...
+
+    async def put(
+        self,
+        key: str,
+        value: bytes,
+        ttl: float,
+        *,
+        token: str | None = None,
+        timeout: float | None = None,
+    ) -> bool:
+        """Store `value` for `ttl` seconds.
+
+        With `token`, only over the claim that token holds (the claim becomes
+        the value). Without, only where no claim is live (a value is
+        replaced). `False` when refused.
+        """
+        ...
+
+    async def get(self, key: str, *, timeout: float | None = None) -> bytes | None:
+        """The value under `key`, or `None` (absent, expired, or only claimed)."""
+        ...
+
+    async def delete(self, key: str, *, timeout: float | None = None) -> None:
+        """Forget `key`, claim or value."""
+        ...
+
+
+class Store(Protocol):
+    """What a layer holds: a store given by URI ([`open_store`][apiguard.storage.open_store])."""
+
+    @property
+    def display(self) -> str:
+        """The URI as given, passwords redacted: for logs, errors and the policy report."""
+        ...
+
+    @property
+    def kv(self) -> KeyValueStore | None:
+        """The key-value part, or `None` when the store has none."""
+        ...
+
+    def limiter(self, strategy: Strategy) -> Acquire:
+        """The atomic hit of a policy's quotas with `strategy`."""
+        ...
+
+    async def open(self) -> None:
+        """Connect now (at lifespan start-up, outside any request's timeout).
+
+        Never raises: a store that cannot be reached yet is logged (with the
+        reason, redacted) and connected again on first use; requests follow
+        the layer's fail mode until then.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connections (at shutdown); the next call connects again."""
+        ...

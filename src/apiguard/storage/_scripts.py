@@ -215,48 +215,48 @@ def _encode_policy(quotas: Sequence[Quota], code: bytes) -> _Encoded:
     return quotas, suffixes, arguments
 
 
-def _fixed_keys(key: str, quotas: Sequence[Quota], now: float) -> tuple[list[str], list[float]]:
+def _fixed_keys(
+    tagged: bytes, quotas: Sequence[Quota], now: float
+) -> tuple[list[bytes], list[float]]:
     """Each quota's counter for the window `now` is in, and the seconds until it ends.
 
     Fixed windows are aligned on apiguard's clock (as with the memory store):
     the counter is named by the window's index, so a window's count never
-    outlives it, whatever happens to the expiry.
+    outlives it, whatever happens to the expiry. `tagged` is the request's
+    [`tag`][apiguard.storage._keys.tag]: every counter in one cluster slot.
     """
     names = []
     resets = []
     for quota in quotas:
         index = now // quota.window
-        names.append(f"apiguard:{{{key}}}:fw:{quota.uid}:{index:.0f}")
+        names.append(b"%bfw:%b:%d" % (tagged, quota.uid.encode(), index))
         resets.append((index + 1) * quota.window - now)
     return names, resets
 
 
 def _sliding_args(
-    key: str, quotas: Sequence[Quota], cost: int, now: float
-) -> tuple[list[str], list[int]]:
+    tagged: bytes, quotas: Sequence[Quota], cost: int, now: float
+) -> tuple[list[bytes], list[int]]:
     """The sliding window counter script's keys and arguments, on apiguard's clock.
 
     Per quota, this window's counter and the last one's, named by index (it
     lives one window past its end: it is the next window's previous count).
     """
-    keys: list[str] = []
+    keys: list[bytes] = []
     arguments = [cost]
     for quota in quotas:
         index = now // quota.window
         until_end = math.ceil(((index + 1) * quota.window - now) * 1000)
-        name = f"apiguard:{{{key}}}:sw:{quota.uid}:"
-        keys += (f"{name}{index:.0f}", f"{name}{index - 1:.0f}")
+        name = b"%bsw:%b:" % (tagged, quota.uid.encode())
+        keys += (b"%b%d" % (name, index), b"%b%d" % (name, index - 1))
         window = quota.window * 1000
         arguments += (quota.amount, window, until_end, until_end + window + _GRACE_MS)
     return keys, arguments
 
 
-def _encode(keys: list[str], arguments: list[int]) -> bytes:
+def _encode(keys: list[bytes], arguments: list[int]) -> bytes:
     """Keys and arguments as RESP bulk strings, for a script's tail."""
-    parts = []
-    for name in keys:
-        raw = name.encode("utf-8", "surrogatepass")  # never raises; one-to-one
-        parts.append(b"$%d\r\n%b\r\n" % (len(raw), raw))
+    parts = [b"$%d\r\n%b\r\n" % (len(name), name) for name in keys]
     parts += [_COSTS[a] if 0 <= a < len(_COSTS) else _bulk(a) for a in arguments]
     return b"".join(parts)
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -43,7 +43,9 @@ from limits.aio.storage import MovingWindowSupport, SlidingWindowCounterSupport,
 
 from apiguard._clock import clock
 from apiguard.errors import ConfigError
-from apiguard.storage._base import Quota, Verdict, sliding_wait
+from apiguard.storage._base import Quota, Strategy, Verdict, sliding_wait
+from apiguard.storage._memory_kv import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, MemoryKeyValue
+from apiguard.storage._memory_limits import LimitsAPI, expire_log, log_wait, window_entry
 
 __all__ = ["DEFAULT_MAX_KEYS", "MemoryStorage"]
 
@@ -64,7 +66,7 @@ _EVICT_TRIES: Final = 16
 _Table = dict[Hashable, list[Any]]
 
 
-class MemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport):
+class MemoryStorage(LimitsAPI, Storage, MovingWindowSupport, SlidingWindowCounterSupport):
     """Rate-limit counters in process memory, O(1) per hit.
 
     Every entry is a list whose first item is the time it expires at, so that
@@ -84,13 +86,16 @@ class MemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport):
 
     Args:
         uri: `memory://` or `async+apiguard-memory://`, optionally with
-            `?max_keys=N`.
+            `?max_keys=N`, `max_kv_entries=N`, `max_kv_bytes=N`.
         wrap_exceptions: As for every `limits` storage; this one raises none.
-        max_keys: Entries held at most (one per client and quota); the
-            URI's `max_keys` wins when given.
+        max_keys: Rate-limit entries held at most (one per client and
+            quota); the URI's `max_keys` wins when given.
+        max_kv_entries: Entries of the key-value part held at most
+            (idempotency keys, stale responses); live claims are never evicted.
+        max_kv_bytes: Bytes of keys and values the key-value part holds at most.
 
     Raises:
-        ConfigError: `max_keys` is not a whole number >= 1, or the URI has
+        ConfigError: a bound is not a whole number >= 1, or the URI has
             another option.
     """
 
@@ -102,24 +107,35 @@ class MemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport):
         wrap_exceptions: bool = False,
         *,
         max_keys: int = DEFAULT_MAX_KEYS,
+        max_kv_entries: int = DEFAULT_MAX_ENTRIES,
+        max_kv_bytes: int = DEFAULT_MAX_BYTES,
         **_: Any,
     ) -> None:
         shown = uri or "memory://"
-        given: object = max_keys
+        given: dict[str, object] = {
+            "max_keys": max_keys,
+            "max_kv_entries": max_kv_entries,
+            "max_kv_bytes": max_kv_bytes,
+        }
         if uri:
             query = parse_qs(urlsplit(uri).query, keep_blank_values=True)
-            for option in query:
-                if option != "max_keys":
-                    msg = f"storage: {shown} has an unknown option {option!r} (known: max_keys)"
+            for option, values in query.items():
+                if option not in given:
+                    known = ", ".join(given)
+                    msg = f"storage {shown!r} has an unknown option {option!r} (known: {known})"
                     raise ConfigError(msg)
-            if "max_keys" in query:
-                text = query["max_keys"][-1]
-                given = int(text) if text.isdigit() else text
-        if not isinstance(given, int) or isinstance(given, bool) or given < 1:
-            msg = f"storage: {shown}: max_keys {given!r} is not a whole number >= 1"
-            raise ConfigError(msg)
+                text = values[-1]
+                given[option] = int(text) if text.isdigit() else text
+        for option, value in given.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                msg = f"storage {shown!r}: {option} {value!r} is not a whole number >= 1"
+                raise ConfigError(msg)
         super().__init__(uri, wrap_exceptions=wrap_exceptions)
-        self.max_keys = given
+        self._display = shown
+        self.max_keys: int = given["max_keys"]  # type: ignore[assignment]
+        self.max_kv_entries: int = given["max_kv_entries"]  # type: ignore[assignment]
+        self.max_kv_bytes: int = given["max_kv_bytes"]  # type: ignore[assignment]
+        self._kv: MemoryKeyValue | None = None
         self._full_logged = False
         self._fixed: _Table = {}  # (uid, key) -> [end of window, count]
         self._logs: _Table = {}  # moving window: key -> [expires, deque[(t, cost)], total]
@@ -127,6 +143,9 @@ class MemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport):
         self._counters: _Table = {}  # limits' incr(): key -> [expires, count]
         self._queues: dict[float, deque[tuple[float, _Table, Hashable]]] = {}
         self._next_due = math.inf
+
+    def __repr__(self) -> str:
+        return f"MemoryStorage({self._display!r})"
 
     @property
     def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
@@ -136,6 +155,37 @@ class MemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport):
     def __len__(self) -> int:
         """The number of entries held, live or not yet swept."""
         return len(self._fixed) + len(self._logs) + len(self._windows) + len(self._counters)
+
+    # --- the store protocol ----------------------------------------------------------
+
+    @property
+    def display(self) -> str:
+        """How the store is named in logs and the policy report."""
+        return self._display
+
+    @property
+    def kv(self) -> MemoryKeyValue:
+        """The key-value part: claims and values in this process (made on first use)."""
+        kv = self._kv
+        if kv is None:
+            kv = self._kv = MemoryKeyValue(
+                max_entries=self.max_kv_entries, max_bytes=self.max_kv_bytes
+            )
+        return kv
+
+    def limiter(self, strategy: Strategy) -> Callable[..., Verdict]:
+        """The atomic hit of a policy's quotas: answers at once, never awaits."""
+        return {
+            "fixed-window": self.fixed_window,
+            "moving-window": self.moving_window,
+            "sliding-window-counter": self.sliding_window_counter,
+        }[strategy]
+
+    async def open(self) -> None:
+        """Nothing to connect."""
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
 
     # --- expiry ----------------------------------------------------------------------
 
@@ -210,12 +260,16 @@ class MemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport):
 
     # --- the rate limiter's path: every quota of a policy at once --------------------
 
-    def fixed_window(self, key: str, quotas: Sequence[Quota], cost: int, now: float) -> Verdict:
+    def fixed_window(
+        self, key: str, quotas: Sequence[Quota], cost: int, now: float | None = None
+    ) -> Verdict:
         """Fixed windows aligned on the clock (`floor(now / window)`): count `cost`.
 
         Admitted only if every quota has room for `cost`; a refused request
         is counted by none of them.
         """
+        if now is None:
+            now = clock.time()
         if now >= self._next_due:
             self._sweep(now)
         table = self._fixed
@@ -272,8 +326,12 @@ class MemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport):
             tuple([entry[0] - now for entry in entries]),
         )
 
-    def moving_window(self, key: str, quotas: Sequence[Quota], cost: int, now: float) -> Verdict:
+    def moving_window(
+        self, key: str, quotas: Sequence[Quota], cost: int, now: float | None = None
+    ) -> Verdict:
         """Moving windows: a log of hits per key, each counted for `window` seconds."""
+        if now is None:
+            now = clock.time()
         if now >= self._next_due:
             self._sweep(now)
         table = self._logs
@@ -288,10 +346,10 @@ class MemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport):
                 entry = table[slot] = [now + window, deque(), 0]
                 self._track(window, entry[0], table, slot)
             else:
-                _expire_log(entry, now - window)
+                expire_log(entry, now - window)
             if entry[2] + cost > quota.amount:
                 violated.append(index)
-                wait = _log_wait(entry[1], entry[2] + cost - quota.amount) + window - now
+                wait = log_wait(entry[1], entry[2] + cost - quota.amount) + window - now
                 if wait > retry:
                     retry = wait
             entries.append(entry)
@@ -314,7 +372,7 @@ class MemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport):
         )
 
     def sliding_window_counter(
-        self, key: str, quotas: Sequence[Quota], cost: int, now: float
+        self, key: str, quotas: Sequence[Quota], cost: int, now: float | None = None
     ) -> Verdict:
         """Sliding window counters: this window's count plus the last one's, weighted.
 
@@ -322,6 +380,8 @@ class MemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport):
         in this window) / window + current`, and a request is admitted when
         its floor plus `cost` stays within the amount.
         """
+        if now is None:
+            now = clock.time()
         if now >= self._next_due:
             self._sweep(now)
         table = self._windows
@@ -331,7 +391,7 @@ class MemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport):
         for index, quota in enumerate(quotas):
             slot = (quota.uid, key)
             window = quota.window
-            entry = _window_entry(table, slot, window, now)
+            entry = window_entry(table, slot, window, now)
             if entry[0] < 0:  # new
                 entry[0] = (entry[1] + 2) * window
                 self._track(window, entry[0], table, slot)
@@ -355,138 +415,3 @@ class MemoryStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport):
                 sliding_wait(entry[3], entry[2], quota.window, until_end, count) if count else 0.0
             )
         return Verdict(not violated, tuple(used), tuple(reset), retry, tuple(violated))
-
-    # --- limits' async storage API ---------------------------------------------------
-
-    def _counter(self, key: str, now: float) -> list[Any] | None:
-        entry = self._counters.get(key)
-        if entry is not None and entry[0] <= now:
-            del self._counters[key]
-            return None
-        return entry
-
-    async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
-        """Add `amount` to the counter of `key`; a new counter expires in `expiry` s."""
-        now = clock.time()
-        if now >= self._next_due:
-            self._sweep(now)
-        entry = self._counter(key, now)
-        if entry is None:
-            entry = self._counters[key] = [now + expiry, 0]
-            self._track(expiry, entry[0], self._counters, key)
-        entry[1] += amount
-        return int(entry[1])
-
-    async def decr(self, key: str, amount: int = 1) -> int:
-        """Take `amount` off the counter of `key`, not below zero."""
-        entry = self._counter(key, clock.time())
-        if entry is None:
-            return 0
-        entry[1] = max(entry[1] - amount, 0)
-        return int(entry[1])
-
-    async def get(self, key: str) -> int:
-        """The counter of `key`, 0 when absent or expired."""
-        entry = self._counter(key, clock.time())
-        return 0 if entry is None else int(entry[1])
-
-    async def get_expiry(self, key: str) -> float:
-        """When the counter of `key` expires (epoch seconds); now when absent."""
-        now = clock.time()
-        entry = self._counter(key, now)
-        return now if entry is None else float(entry[0])
-
-    async def check(self) -> bool:
-        """Always healthy."""
-        return True
-
-    async def reset(self) -> int | None:
-        """Forget every counter; return how many entries there were."""
-        count = len(self)
-        for table in (self._fixed, self._logs, self._windows, self._counters):
-            table.clear()
-        self._queues.clear()
-        self._next_due = math.inf
-        return count
-
-    async def clear(self, key: str) -> None:
-        """Forget the counter and the moving window of `key`."""
-        self._counters.pop(key, None)
-        self._logs.pop(("", key), None)
-
-    async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
-        """Moving window: take `amount` entries if the last `expiry` s leave room."""
-        if amount > limit:
-            return False
-        return self.moving_window(key, (Quota("", limit, expiry),), amount, clock.time()).admitted
-
-    async def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
-        """Moving window: `(time of the oldest entry in the window, entries in it)`."""
-        now = clock.time()
-        entry = self._logs.get(("", key))
-        if entry is None:
-            return now, 0
-        _expire_log(entry, now - expiry)
-        if not entry[1]:
-            return now, 0
-        return float(entry[1][0][0]), int(entry[2])
-
-    async def acquire_sliding_window_entry(
-        self, key: str, limit: int, expiry: int, amount: int = 1
-    ) -> bool:
-        """Sliding window counter: count `amount` if the weighted count leaves room."""
-        if amount > limit:
-            return False
-        verdict = self.sliding_window_counter(
-            key, (Quota("", limit, expiry),), amount, clock.time()
-        )
-        return verdict.admitted
-
-    async def get_sliding_window(self, key: str, expiry: int) -> tuple[int, float, int, float]:
-        """`(previous count, previous TTL, current count, current TTL)` as `limits` has them."""
-        now = clock.time()
-        entry = self._windows.get(("", key))
-        if entry is None:
-            return 0, 0.0, 0, 0.0
-        entry = _window_entry(self._windows, ("", key), expiry, now)
-        until_end = (entry[1] + 1) * expiry - now
-        previous = int(entry[3])
-        return previous, until_end if previous else 0.0, int(entry[2]), until_end + expiry
-
-    async def clear_sliding_window(self, key: str, expiry: int) -> None:
-        """Forget the sliding window counters of `key`."""
-        self._windows.pop(("", key), None)
-
-
-def _expire_log(entry: list[Any], horizon: float) -> None:
-    log: deque[tuple[float, int]] = entry[1]
-    while log and log[0][0] <= horizon:
-        entry[2] -= log.popleft()[1]
-
-
-def _log_wait(log: deque[tuple[float, int]], needed: int) -> float:
-    """The time of the hit whose expiry frees `needed` units (oldest first)."""
-    freed = 0
-    for at, cost in log:
-        freed += cost
-        if freed >= needed:
-            return at
-    return math.inf  # pragma: no cover - needed never exceeds the log's total
-
-
-def _window_entry(table: _Table, slot: Hashable, window: int, now: float) -> list[Any]:
-    """The sliding-window entry of `slot`, rolled forward to the window of `now`.
-
-    A new entry has an expiry of -1, for the caller to set and track.
-    """
-    index = int(now // window)
-    entry = table.get(slot)
-    if entry is None:
-        entry = table[slot] = [-1.0, index, 0, 0]
-        return entry
-    if entry[1] != index:
-        entry[3] = entry[2] if entry[1] == index - 1 else 0
-        entry[2] = 0
-        entry[1] = index
-        entry[0] = (index + 2) * window
-    return entry

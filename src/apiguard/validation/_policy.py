@@ -94,6 +94,7 @@ class Policy:
         body: BodyModel | None = None,
         query: ParamsModel | None = None,
         headers: ParamsModel | None = None,
+        name: str = LAYER,
     ) -> None:
         self.key = key
         self.max_body_bytes = max_body_bytes
@@ -159,11 +160,12 @@ class Policy:
             "query-param-too-long": max_query_param_bytes,
             "too-many-query-params": max_query_params,
         }
-        self.allow = Decision(LAYER, "allow", policy=key)
+        self.allow = Decision(LAYER, "allow", name, policy=key)
         self.decisions = {
             reason.removesuffix("-patch"): Decision(
                 LAYER,
                 "reject",
+                name,
                 reason=reason,
                 status=response.status,
                 policy=key,
@@ -173,10 +175,10 @@ class Policy:
         }
         for reason in ("invalid-body", "invalid-query", "invalid-headers"):
             self.decisions[reason] = Decision(
-                LAYER, "reject", reason=reason, status=422, policy=key
+                LAYER, "reject", name, reason=reason, status=422, policy=key
             )
         self.decisions["client-disconnected"] = Decision(
-            LAYER, "reject", reason="client-disconnected", policy=key
+            LAYER, "reject", name, reason="client-disconnected", policy=key
         )
 
 
@@ -240,18 +242,24 @@ def parse_methods(option: str, methods: Iterable[str]) -> frozenset[str]:
     """The methods of option `option`, checked: uppercase HTTP method names."""
     given: object = methods
     if isinstance(given, str | bytes) or not isinstance(given, Iterable):
-        msg = f"{option}: expected a list of methods like ['GET', 'HEAD'], got {given!r}"
+        msg = f"{option} {given!r} is not a list of methods like ['GET', 'HEAD']"
         raise ConfigError(msg)
     out = set()
     for method in given:
         if not isinstance(method, str) or not method.isupper() or not method.isalpha():
-            msg = f"{option}: {method!r} is not an uppercase HTTP method like 'GET'"
+            msg = f"{option} {method!r} is not an uppercase HTTP method like 'GET'"
             raise ConfigError(msg)
         out.add(method)
     return frozenset(out)
 
 
-def merge(key: str, rules: Rules, default: Policy, no_body_methods: frozenset[str]) -> Policy:
+def merge(
+    key: str,
+    rules: Rules,
+    default: Policy,
+    no_body_methods: frozenset[str],
+    name: str = LAYER,
+) -> Policy:
     """A route's rules over the layer's defaults."""
     method, _ = parse_route_key("routes", key)
     if rules.body is not None and rules.no_body is None and method in no_body_methods:
@@ -277,6 +285,7 @@ def merge(key: str, rules: Rules, default: Policy, no_body_methods: frozenset[st
             body=rules._body,
             query=rules._query,
             headers=rules._headers,
+            name=name,
         )
     except ConfigError as exc:
         inherited = " (inherited from the layer: set Rules(content_types=...))"

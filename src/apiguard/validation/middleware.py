@@ -12,7 +12,7 @@ from apiguard._asgi import BodyTooLarge, ClientDisconnected, ReplayReceive, read
 from apiguard._types import ASGIApp, Receive, Scope, Send
 from apiguard.compose import checked_at_startup
 from apiguard.context import RequestContext, get_context
-from apiguard.errors import ConfigError
+from apiguard.layer import Options, checked
 from apiguard.problems import Problem, ProblemResponse
 from apiguard.routing import RoutePolicies
 from apiguard.validation._json import JSONRejected, parse_json
@@ -61,6 +61,7 @@ class ValidationMiddleware:
 
     Args:
         app: The ASGI app to protect.
+        name: The layer's name, in its decisions, metrics and the policy report.
         max_body_bytes: The largest request body accepted, in bytes.
         max_json_depth: The deepest nesting of arrays and objects accepted in
             a JSON body (1 to 128).
@@ -95,10 +96,12 @@ class ValidationMiddleware:
         ... )
     """
 
+    @checked("ValidationMiddleware", name="validation")
     def __init__(
         self,
         app: ASGIApp,
         *,
+        name: str = "validation",
         max_body_bytes: int = 1_048_576,
         max_json_depth: int = 32,
         content_types: Iterable[str] = ("application/json",),
@@ -109,20 +112,17 @@ class ValidationMiddleware:
         routes: Mapping[str, Rules] | None = None,
         echo_input: bool = False,
     ) -> None:
-        name = "ValidationMiddleware"
-        check_count(f"{name}: max_body_bytes", max_body_bytes)
-        check_depth(f"{name}: max_json_depth", max_json_depth)
-        check_count(f"{name}: max_query_params", max_query_params)
-        check_count(f"{name}: max_query_bytes", max_query_bytes)
+        self.name = Options().layer_name(name)
+        options = Options.of("ValidationMiddleware", name)
+        check_count("max_body_bytes", max_body_bytes)
+        check_depth("max_json_depth", max_json_depth)
+        check_count("max_query_params", max_query_params)
+        check_count("max_query_bytes", max_query_bytes)
         if max_query_param_bytes is not None:
-            check_count(f"{name}: max_query_param_bytes", max_query_param_bytes)
-        types = ContentTypes(f"{name}: content_types", content_types)
-        self.no_body_methods = parse_methods(f"{name}: no_body_methods", no_body_methods)
-        given: object = echo_input
-        if not isinstance(given, bool):
-            msg = f"{name}: echo_input {given!r} is not True or False"
-            raise ConfigError(msg)
-        self.echo_input = echo_input
+            check_count("max_query_param_bytes", max_query_param_bytes)
+        types = ContentTypes("content_types", content_types)
+        self.no_body_methods = parse_methods("no_body_methods", no_body_methods)
+        self.echo_input = options.flag("echo_input", echo_input)
         default = Policy(
             None,
             max_body_bytes=max_body_bytes,
@@ -132,20 +132,24 @@ class ValidationMiddleware:
             max_query_params=max_query_params,
             max_query_bytes=max_query_bytes,
             max_query_param_bytes=max_query_param_bytes,
+            name=name,
         )
         given_routes: object = routes
         if given_routes is not None and not isinstance(given_routes, Mapping):
-            msg = f"routes: expected a mapping of route keys to Rules(...), got {given_routes!r}"
-            raise ConfigError(msg)
+            options.fail("routes", given_routes, "is not a mapping of route keys to Rules(...)")
         compiled: dict[str, Policy] = {}
         for key, rules in (routes or {}).items():
             candidate: object = rules  # typed Rules, but users pass anything
             if not isinstance(candidate, Rules):
-                msg = f"routes: the value for {key!r} is {candidate!r}, not Rules(...)"
-                raise ConfigError(msg)
-            compiled[key] = merge(key, rules, default, self.no_body_methods)
+                options.fail(f"routes[{key!r}]", candidate, "is not Rules(...)")
+            compiled[key] = merge(key, rules, default, self.no_body_methods, name)
         self.routes: RoutePolicies[Policy] = RoutePolicies("routes", compiled, default)
-        self.app = checked_at_startup(app, lambda: self.routes.bind(app))
+
+        def bind() -> None:
+            with options.checking():
+                self.routes.bind(app)
+
+        self.app = checked_at_startup(app, bind)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the request; refuse it, or pass it on with its body replayed."""
