@@ -165,6 +165,32 @@ async def test_every_acquire_path_ends_in_a_storage_error(
     assert all(isinstance(o, StorageError) for o in outcomes), _kinds(outcomes)
 
 
+@pytest.mark.parametrize("operation", ["claim", "get", "put"])
+@pytest.mark.parametrize("peer", ["full", "closing", "silent"])
+@pytest.mark.usefixtures("close_stores")
+async def test_every_key_value_call_ends_in_a_storage_error(
+    full: RedisServer, peer: str, operation: str
+) -> None:
+    """The key-value part (EVALSHA scripts, plain commands) fails each caller, never hangs one."""
+    handlers = {"closing": close_at_once, "silent": never_answer}
+    async with contextlib.AsyncExitStack() as stack:
+        if peer == "full":
+            url = full.url
+        else:
+            url = f"redis://127.0.0.1:{await stack.enter_async_context(tcp_server(handlers[peer]))}"
+        kv = open_store(url, timeout=TIMEOUT).kv
+        assert kv is not None
+        calls = {
+            "claim": lambda i: kv.claim(f"k{i}", 10.0),
+            "get": lambda i: kv.get(f"k{i}"),
+            "put": lambda i: kv.put(f"k{i}", b"v", 10.0),
+        }
+        outcomes = await asyncio.gather(
+            *(outcome(calls[operation](i), BOUND) for i in range(CALLERS))
+        )
+    assert all(isinstance(o, StorageError) for o in outcomes), _kinds(outcomes)
+
+
 async def test_aclose_fails_callers_waiting_for_the_connection(silent: str) -> None:
     """Callers waiting on a handshake get a connection error from aclose, not a cancellation."""
     client = _client(silent + "/1", timeout=5.0)
