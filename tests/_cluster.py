@@ -8,12 +8,9 @@ never a skip.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 from tests._servers import (
     RedisServer,
@@ -22,7 +19,9 @@ from tests._servers import (
     redis_cli_binary,
     redis_server_binary,
     redis_version,
+    remove_dir,
     start_all,
+    temporary_dir,
 )
 
 __all__ = ["SLOTS", "RedisCluster", "cluster_ports"]
@@ -91,7 +90,7 @@ class RedisCluster:
         self.binary = binary or redis_server_binary()
         self.cli = redis_cli_binary(self.binary)
         self.replicas = replicas
-        self.dir = Path(tempfile.mkdtemp(prefix="apiguard-cluster-"))
+        self.dir = temporary_dir("apiguard-cluster-")
         bus_option = redis_version(self.binary) >= (7, 0, 0)
         self.nodes: list[RedisServer] = []
         for port, bus in cluster_ports(primaries * (1 + replicas), bus_option=bus_option):
@@ -158,7 +157,7 @@ class RedisCluster:
         """Kill every node (by process group) and remove the directory."""
         for node in self.nodes:
             node.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        remove_dir(self.dir)
 
     # --- the cluster's own view ----------------------------------------------------
 

@@ -10,12 +10,16 @@ start are a `RuntimeError` with the command and its output, never a skip.
 from __future__ import annotations
 
 import secrets
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from tests._servers import RedisServer, poll, redis_server_binary, start_all
+from tests._servers import (
+    RedisServer,
+    poll,
+    redis_server_binary,
+    remove_dir,
+    start_all,
+    temporary_dir,
+)
 
 __all__ = ["RedisSentinel"]
 
@@ -54,7 +58,7 @@ class RedisSentinel:
     ) -> None:
         self.binary = binary or redis_server_binary()
         self.service = service
-        self.dir = Path(tempfile.mkdtemp(prefix="apiguard-sentinel-"))
+        self.dir = temporary_dir("apiguard-sentinel-")
         # Replicas sync at once; the default waits 5 s for more of them.
         fast_sync = ["--repl-diskless-sync-delay", "0"]
         first = RedisServer(self.binary, args=fast_sync)
@@ -113,7 +117,7 @@ class RedisSentinel:
         """Kill every process (by process group) and remove the directory."""
         for server in [*self.sentinels, *self.data]:
             server.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        remove_dir(self.dir)
 
     # --- what the sentinels say -----------------------------------------------------
 

@@ -96,8 +96,22 @@ def redis_version(binary: str) -> tuple[int, ...]:
 
 
 #: Every server process still running, so that none outlives the test session
-#: (a crashed or interrupted run included): killed by process group at exit.
+#: (a crashed or interrupted run included): killed by process group at exit;
+#: and every temporary directory the servers use, removed then.
 _LIVE: set[subprocess.Popen[bytes]] = set()
+_DIRS: set[Path] = set()
+
+
+def temporary_dir(prefix: str) -> Path:
+    """A new temporary directory, removed by `remove_dir` or at exit, whichever comes first."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    _DIRS.add(path)
+    return path
+
+
+def remove_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    _DIRS.discard(path)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -114,6 +128,8 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 def _kill_leftovers() -> None:
     for proc in list(_LIVE):
         _kill_group(proc)
+    for path in list(_DIRS):
+        remove_dir(path)
 
 
 class RedisServer:
@@ -166,7 +182,7 @@ class RedisServer:
         if self.workdir is not None:
             return self.workdir
         if self._own_dir is None:
-            self._own_dir = Path(tempfile.mkdtemp(prefix=f"apiguard-redis-{self.port}-"))
+            self._own_dir = temporary_dir(f"apiguard-redis-{self.port}-")
         return self._own_dir
 
     def command(self) -> list[str]:
@@ -224,7 +240,7 @@ class RedisServer:
         if self.proc is not None:
             _kill_group(self.proc)
         if self._own_dir is not None:
-            shutil.rmtree(self._own_dir, ignore_errors=True)
+            remove_dir(self._own_dir)
             self._own_dir = None
         elif self.workdir is not None:
             self.log.unlink(missing_ok=True)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis
@@ -15,7 +19,7 @@ from redis.sentinel import Sentinel
 
 from tests._cluster import RedisCluster
 from tests._sentinel import RedisSentinel
-from tests._servers import RedisServer, redis_server_binary
+from tests._servers import ROOT, RedisServer, redis_server_binary
 
 
 def _ping(server: RedisServer, timeout: float = 0.5) -> bool:
@@ -203,3 +207,30 @@ def test_a_sentinel_failover_moves_the_primary(
     assert new.query("ROLE")[0] == "master"
     sentinel = Sentinel([("127.0.0.1", s.port) for s in setup.sentinels])
     assert sentinel.discover_master("mymaster") == ("127.0.0.1", new.port)
+
+
+def test_a_run_that_never_stops_its_servers_leaves_none_behind() -> None:
+    """A session that ends without teardown still kills its servers (by group) and their dirs."""
+    script = (
+        "import json\n"
+        "from tests._sentinel import RedisSentinel\n"
+        "setup = RedisSentinel()\n"
+        "setup.start()\n"
+        "servers = setup.data + setup.sentinels\n"
+        "dirs = [str(setup.dir)] + [str(s._dir()) for s in setup.data]\n"
+        "print(json.dumps({'pids': [s.proc.pid for s in servers], 'dirs': dirs}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    left = json.loads(done.stdout)
+    assert len(left["pids"]) == 6
+    for pid in left["pids"]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not any(Path(d).exists() for d in left["dirs"])
