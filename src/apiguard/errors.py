@@ -41,14 +41,24 @@ class StorageError(Exception):
         self.failures = failures
 
 
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^@/]*)@")
+#: RFC 3986 §3.2: the authority runs from `//` to the next `/`, `?` or `#`,
+#: and the userinfo ends at its *last* `@` (a password may hold a raw `@`,
+#: as redis-py and `urllib.parse` read it); the greedy run backtracks there.
+#: Quotes and whitespace also end it, so that a URI quoted in a message (or in
+#: a repr) never swallows the text after it.
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/?#\s'\"<>]*)@")
 #: Secrets given as URI query options (redis-py reads `password` and
 #: `ssl_password` there too).
-_QUERY_SECRET = re.compile(r"(?P<name>[?&](?:ssl_)?password=)[^&#\s']*")
+_QUERY_SECRET = re.compile(r"(?P<name>[?&](?:ssl_)?password=)[^&#\s'\"]*")
 
 
 def redact(value: object) -> str:
     """Return `repr`-like text for `value` with URI passwords masked.
+
+    The password of a URI's userinfo (up to the last `@` of the authority,
+    so a password holding `@` or `:` is masked whole) and `password` /
+    `ssl_password` query options are replaced by `***`. A value that is not
+    a string is masked in its `repr` (bytes, a list of URIs, a mapping).
 
     Examples:
         >>> redact("redis://:hunter2@cache:6379/0")
@@ -57,12 +67,18 @@ def redact(value: object) -> str:
         "'redis://user:***@cache'"
         >>> redact("redis://cache:6379?password=pw&db=1")
         "'redis://cache:6379?password=***&db=1'"
+        >>> redact("redis://:p@ss@cache")
+        "'redis://:***@cache'"
     """
 
     def _mask(match: re.Match[str]) -> str:
         user, sep, _password = match["userinfo"].partition(":")
         return f"{match['scheme']}{user}{sep}{'***' if sep else ''}@"
 
-    if not isinstance(value, str):
-        return repr(value)
-    return repr(_QUERY_SECRET.sub(r"\g<name>***", _USERINFO.sub(_mask, value)))
+    def _masked(text: str) -> str:
+        return _QUERY_SECRET.sub(r"\g<name>***", _USERINFO.sub(_mask, text))
+
+    if isinstance(value, str):
+        return repr(_masked(value))
+    # A list of URIs, bytes, a mapping: mask what their repr shows.
+    return _masked(repr(value))
