@@ -28,6 +28,9 @@ LimitSpec: TypeAlias = str | Sequence[str] | Mapping[str, str]
 QUOTA_EXCEEDED: Final = "https://iana.org/assignments/http-problem-types#quota-exceeded"
 _QUOTA_TITLE: Final = "Request cannot be satisfied as assigned quota has been exceeded"
 _QUOTA_DETAIL: Final = "Too many requests; retry after the number of seconds in Retry-After."
+#: RFC 9651 §3.3.1: an sf-integer has at most 15 digits, and RateLimit-Policy
+#: carries each quota (`q`) and window (`w`) as one.
+_LARGEST: Final = 999_999_999_999_999
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,5 +152,16 @@ def _parse(option: str, text: object) -> list[tuple[int, int]]:
         if item.amount < 1:
             msg = f"{option} {text!r} allows no request at all; give at least 1 per window"
             raise ConfigError(msg)
-        parsed.append((item.amount, item.get_expiry()))
+        amount, window = item.amount, item.get_expiry()
+        for value, what in (
+            (amount, f"allows {amount} requests"),
+            (window, f"has a window of {window} seconds"),
+        ):
+            if value > _LARGEST:
+                msg = (
+                    f"{option} {text!r} {what}; RateLimit-Policy carries at most 15 digits "
+                    f"(RFC 9651 §3.3.1): give at most {_LARGEST}"
+                )
+                raise ConfigError(msg)
+        parsed.append((amount, window))
     return parsed
