@@ -233,6 +233,38 @@ class VerifyingKey:
         return f"VerifyingKey(kid={self.kid!r}, algorithms={sorted(self.verifiers)})"
 
 
+class _Unusable(ValueError):
+    """Why a loaded key cannot be used; each entry point words where it came from."""
+
+
+def _fit(kid: str | None, key: bytes | PublicKey, algorithms: frozenset[str]) -> VerifyingKey:
+    """The key prepared for the algorithms it fits: the checks every key passes.
+
+    Raises:
+        _Unusable: the key fits none of `algorithms`, is an HMAC secret shorter
+            than a hash it would serve, or an RSA key under 2048 bits.
+    """
+    usable = algorithms & fitting_algorithms(key)
+    if not usable:
+        raise _Unusable(
+            f"{_describe(key)} cannot verify {sorted(algorithms)}; the algorithms "
+            "must fit the key type (HS* for secrets, RS*/PS* for RSA, ES* for EC, EdDSA)"
+        )
+    if isinstance(key, bytes):
+        for name in sorted(usable):
+            if len(key) < HMAC[name]:
+                raise _Unusable(
+                    f"the HMAC secret is {len(key)} bytes; {name} needs at least "
+                    f"{HMAC[name]} random bytes (RFC 7518 §3.2)"
+                )
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < _MIN_RSA_BITS:
+        raise _Unusable(f"the RSA key has {key.key_size} bits; at least {_MIN_RSA_BITS} needed")
+    try:
+        return VerifyingKey(kid, key, usable)
+    except (PyJWTError, ValueError, TypeError) as exc:
+        raise _Unusable(f"the key is refused ({type(exc).__name__})") from None
+
+
 def make_key(
     option: str, kid: str | None, value: object, algorithms: frozenset[str]
 ) -> VerifyingKey:
@@ -240,31 +272,14 @@ def make_key(
 
     Raises:
         ConfigError: the key does not load, fits none of the algorithms, is
-            an HMAC secret shorter than its hash, or an RSA key under 2048 bits.
+            an HMAC secret shorter than its hash, or an RSA key under 2048 bits;
+            the message starts with `option` (`key['k1']: ...`).
     """
     key = load_key(option, value)
-    usable = algorithms & fitting_algorithms(key)
-    if not usable:
-        msg = (
-            f"{option}: {_describe(key)} cannot verify {sorted(algorithms)}; the algorithms "
-            "must fit the key type (HS* for secrets, RS*/PS* for RSA, ES* for EC, EdDSA)"
-        )
-        raise ConfigError(msg)
-    if isinstance(key, bytes):
-        for name in usable:
-            if len(key) < HMAC[name]:
-                msg = (
-                    f"{option}: the HMAC secret is {len(key)} bytes; {name} needs at least "
-                    f"{HMAC[name]} random bytes (RFC 7518 §3.2)"
-                )
-                raise ConfigError(msg)
-    if isinstance(key, rsa.RSAPublicKey) and key.key_size < _MIN_RSA_BITS:
-        msg = f"{option}: the RSA key has {key.key_size} bits; at least {_MIN_RSA_BITS} needed"
-        raise ConfigError(msg)
     try:
-        return VerifyingKey(kid, key, usable)
-    except (PyJWTError, ValueError, TypeError) as exc:
-        msg = f"{option}: the key is refused ({exc})"
+        return _fit(kid, key, algorithms)
+    except _Unusable as exc:
+        msg = f"{option}: {exc}"
         raise ConfigError(msg) from None
 
 
@@ -281,7 +296,9 @@ def key_from_jwk(jwk: Mapping[str, Any], algorithms: frozenset[str]) -> Verifyin
 
     `use` must be `sig` when present, `key_ops` must include `verify` when
     present, and a JWK's `alg` restricts the key to that algorithm. Private
-    members are ignored: only the public half is kept.
+    members are ignored: only the public half is kept. Then the checks of a
+    configured key apply (type, size, fit): the reason is worded the same,
+    and `parse_jwks` names the JWK it belongs to.
     """
     kty = jwk.get("kty")
     if not isinstance(kty, str) or kty not in _FROM_JWK:
@@ -305,17 +322,10 @@ def key_from_jwk(jwk: Mapping[str, Any], algorithms: frozenset[str]) -> Verifyin
         key = _public(_FROM_JWK[kty](dict(jwk)))
     except (PyJWTError, ValueError, TypeError, KeyError) as exc:
         return f"does not load ({type(exc).__name__})"
-    usable &= fitting_algorithms(key)
-    if not usable:
-        return "fits none of the allowed algorithms"
-    if isinstance(key, bytes) and any(len(key) < HMAC[name] for name in usable):
-        return "HMAC secret shorter than its hash"
-    if isinstance(key, rsa.RSAPublicKey) and key.key_size < _MIN_RSA_BITS:
-        return f"RSA key of {key.key_size} bits"
     try:
-        return VerifyingKey(kid, key, usable)
-    except (PyJWTError, ValueError, TypeError) as exc:
-        return f"refused ({type(exc).__name__})"
+        return _fit(kid, key, usable)
+    except _Unusable as exc:
+        return str(exc)
 
 
 def parse_jwks(
