@@ -13,7 +13,9 @@ run; so is the usual hand-written alternative, Starlette's
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import inspect
 from typing import Any
 
 import jwt
@@ -24,9 +26,13 @@ from starlette.requests import HTTPConnection
 
 from apiguard import APIKeyAuth, AuthMiddleware, JWTAuth, Principal, guard
 from apiguard._asgi import CannedResponse
+from apiguard.auth._base import Grant
 from apiguard.testing import SigningKey, generate_key, mint_token
 from benchmarks.apps import NoopMiddleware, starlette_app
 from benchmarks.driver import ASGICase, Case, FuncCase, Request
+
+#: The order of P-256 (SEC 2 §2.4.2): `(r, n - s)` is the other valid spelling of `(r, s)`.
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 AUDIENCE = "orders"
 ISSUER = "https://id.example/"
@@ -38,6 +44,21 @@ FAR_FUTURE = 4_102_444_800  # 2100-01-01: the tokens stay valid for any run
 def _token(key: SigningKey) -> str:
     claims = {"sub": "user-1", "aud": AUDIENCE, "iss": ISSUER, "scope": "orders:read"}
     return mint_token(key, {**claims, "exp": FAR_FUTURE})
+
+
+def _flip_s(token: str) -> str:
+    """The other spelling of an ES256 token: the same signature with s replaced by n - s."""
+    head, _, signature = token.rpartition(".")
+    raw = base64.urlsafe_b64decode(signature + "==")
+    s = int.from_bytes(raw[32:], "big")
+    flipped = raw[:32] + (P256_ORDER - s).to_bytes(32, "big")
+    return f"{head}.{base64.urlsafe_b64encode(flipped).rstrip(b'=').decode()}"
+
+
+def _high_s(token: str) -> str:
+    """The high-s spelling of an ES256 token (s > n/2), whichever one it was minted with."""
+    signature = base64.urlsafe_b64decode(token.rpartition(".")[2] + "==")
+    return token if int.from_bytes(signature[32:], "big") > P256_ORDER // 2 else _flip_s(token)
 
 
 def _bearer(token: str) -> Request:
@@ -58,6 +79,29 @@ def _jwt_auth(key: SigningKey, **options: Any) -> JWTAuth:
         issuer=ISSUER,
         **options,
     )
+
+
+def _lookup_auth() -> APIKeyAuth:
+    """Keys found by a `lookup` (a database, say), remembered for the whole run."""
+    partner = Principal(id="partner", plan="pro")
+    return APIKeyAuth(lookup=lambda key: partner if key == API_KEY else None, cache_ttl=86_400.0)
+
+
+class _CachedCheck(FuncCase):
+    """`auth.check(credential)` timed once a first (possibly awaited) check has cached it."""
+
+    def __init__(self, name: str, auth: Any, credential: bytes) -> None:
+        super().__init__(name, lambda _i: auth.check(credential))
+        self.auth = auth
+        self.credential = credential
+
+    async def check(self) -> None:
+        first = self.auth.check(self.credential)
+        if inspect.isawaitable(first):
+            first = await first
+        if type(first) is not Grant or type(self.auth.check(self.credential)) is not Grant:
+            msg = f"{self.name}: the credential is not accepted from the cache"
+            raise AssertionError(msg)
 
 
 class _Refuse:
@@ -116,6 +160,18 @@ def cases() -> list[Case]:
             "auth: API key",
             _guarded(APIKeyAuth(keys={API_KEY: Principal(id="partner", plan="pro")})),
             Request("GET", "/orders/42", [(b"x-api-key", API_KEY.encode())]),
+            baseline=base,
+        ),
+        ASGICase(
+            "auth: API key found by lookup, cached",
+            _guarded(_lookup_auth()),
+            Request("GET", "/orders/42", [(b"x-api-key", API_KEY.encode())]),
+            baseline=base,
+        ),
+        ASGICase(
+            "auth: ES256 cached, high-s spelling",
+            _guarded(_jwt_auth(keys["ES256"])),
+            _bearer(_high_s(tokens["ES256"])),
             baseline=base,
         ),
     ]
@@ -195,6 +251,7 @@ def _primitives(key: SigningKey, token: str) -> list[Case]:
         FuncCase("part: JWTAuth.check, repeat token", lambda _i: cached.check(raw)),
         FuncCase("part: JWTAuth.check, HS256 uncached", lambda _i: uncached.check(raw)),
         FuncCase("part: APIKeyAuth.check", lambda _i: api_keys.check(api_key)),
+        _CachedCheck("part: APIKeyAuth.check, lookup cached", _lookup_auth(), api_key),
         FuncCase("part: hashlib.sha256(token).digest()", lambda _i: hashlib.sha256(raw).digest()),
         FuncCase("part: AuthCredentials(scopes)", lambda _i: AuthCredentials(scopes)),
     ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import inspect
 import logging
@@ -24,6 +23,7 @@ from apiguard.auth._base import (
     malformed_or,
     with_method,
 )
+from apiguard.auth._cache import ExpiringCache
 from apiguard.auth._options import check_int, check_seconds
 from apiguard.errors import ConfigError
 from apiguard.layer import checked
@@ -121,7 +121,10 @@ class APIKeyAuth(Authenticator):
         self._timeout = check_seconds("timeout", timeout, low=0.001, high=120.0)
         self._cache_ttl = check_seconds("cache_ttl", cache_ttl, high=86_400.0)
         self._cache_size = check_int("cache_size", cache_size, low=0, high=10_000_000)
-        self._cache: dict[bytes, tuple[Grant, float]] = {}
+        # Keys found by `lookup`, for `cache_ttl` seconds on the monotonic clock.
+        self._cache: ExpiringCache[Grant] = ExpiringCache(
+            self._cache_size if self._cache_ttl > 0 else 0, wall=False
+        )
         self._init_places(header, scheme)
 
     def _digest_keys(self, keys: Mapping[str, Principal] | None) -> dict[bytes, Grant]:
@@ -210,9 +213,7 @@ class APIKeyAuth(Authenticator):
             return INVALID_KEY
         cached = self._cache.get(digest)
         if cached is not None:
-            if clock.monotonic() < cached[1]:
-                return cached[0]
-            self._cache.pop(digest, None)
+            return cached
         return self._look_up(credential.decode("ascii"), digest)
 
     async def _look_up(self, key: str, digest: bytes) -> Grant | Failure:
@@ -235,12 +236,7 @@ class APIKeyAuth(Authenticator):
             logger.error("apiguard.auth: the API key lookup returned %s", type(result).__name__)
             return LOOKUP_FAILED
         grant = Grant(with_method(result, self.name))
-        if self._cache_ttl > 0 and self._cache_size:
-            cache = self._cache
-            if len(cache) >= self._cache_size:
-                with contextlib.suppress(StopIteration, KeyError, RuntimeError):
-                    del cache[next(iter(cache))]  # the oldest entry goes
-            cache[digest] = (grant, clock.monotonic() + self._cache_ttl)
+        self._cache.put(digest, grant, clock.monotonic() + self._cache_ttl)
         return grant
 
     def clear_cache(self) -> None:

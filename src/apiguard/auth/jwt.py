@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, NamedTuple, TypeAlias
 
-from apiguard._clock import clock
 from apiguard._types import Scope
 from apiguard.auth._base import (
     MALFORMED,
@@ -23,6 +21,7 @@ from apiguard.auth._base import (
     malformed_or,
     with_method,
 )
+from apiguard.auth._cache import ExpiringCache
 from apiguard.auth._claims import ClaimRules
 from apiguard.auth._jose import decode_json_object, decode_segment, foreign_bytes
 from apiguard.auth._keys import HMAC, KeySet, VerifyingKey, check_algorithms, make_key, parse_jwks
@@ -188,7 +187,11 @@ class JWTAuth(Authenticator):
         self._max_bytes = check_int("max_token_bytes", max_token_bytes, low=64, high=1_048_576)
         self._cache_size = check_int("cache_size", cache_size, low=0, high=10_000_000)
         self._timeout = check_seconds("timeout", timeout, low=0.001, high=120.0)
-        self._cache: dict[bytes, tuple[Grant, float, VerifyingKey]] = {}
+        # Verified tokens until their `exp`, with the key that verified them
+        # (a key dropped from the key set takes its tokens with it).
+        self._cache: ExpiringCache[tuple[Grant, VerifyingKey]] = ExpiringCache(
+            self._cache_size, wall=True
+        )
         self._headers: dict[bytes, tuple[str, str | None] | Failure] = {}
         self._init_locations(token_locations)
         self._keys = self._init_keys(
@@ -320,13 +323,13 @@ class JWTAuth(Authenticator):
         if len(credential) > self._max_bytes:
             return OVERSIZED
         digest = _sha256(credential).digest()
-        entry = self._cache.get(digest)
-        if entry is not None:
-            if entry[2].alive and clock.time() < entry[1]:
+        hit = self._cache.get(digest)
+        if hit is not None:
+            if hit[1].alive:
                 if self._remote:
                     self._keys.poll()
-                return entry[0]
-            self._cache.pop(digest, None)
+                return hit[0]
+            self._cache.discard(digest)
         return self._verify(credential, digest)
 
     def _verify(self, token: bytes, digest: bytes) -> CheckResult:
@@ -461,12 +464,8 @@ class JWTAuth(Authenticator):
     def _grant(
         self, grant: Grant, digest: bytes, expires: float | None, key: VerifyingKey
     ) -> Grant:
-        if expires is not None and self._cache_size:
-            cache = self._cache
-            if len(cache) >= self._cache_size:
-                with contextlib.suppress(StopIteration, KeyError, RuntimeError):
-                    del cache[next(iter(cache))]  # the oldest entry goes
-            cache[digest] = (grant, expires, key)
+        if expires is not None:
+            self._cache.put(digest, (grant, key), expires)
         return grant
 
     # -- for tests and telemetry -------------------------------------------------
