@@ -23,6 +23,7 @@ from apiguard.auth._base import (
 )
 from apiguard.auth._cache import ExpiringCache
 from apiguard.auth._claims import ClaimRules
+from apiguard.auth._header import BAD_ALGORITHM, MALFORMED_TOKEN, HeaderCheck
 from apiguard.auth._jose import decode_json_object, decode_segment, foreign_bytes
 from apiguard.auth._keys import HMAC, KeySet, VerifyingKey, check_algorithms, make_key, parse_jwks
 from apiguard.auth._options import (
@@ -47,23 +48,11 @@ PrincipalHook: TypeAlias = Callable[[Principal], "Principal | Awaitable[Principa
 
 # Why a token was refused: internal codes, for decisions and debug logs only.
 OVERSIZED: Final = Failure("invalid", "oversized")
-MALFORMED_TOKEN: Final = Failure("invalid", "malformed")
-BAD_ALGORITHM: Final = Failure("invalid", "algorithm")
-BAD_HEADER: Final = Failure("invalid", "header")
-BAD_TYPE: Final = Failure("invalid", "typ")
-BAD_KID: Final = Failure("invalid", "kid")
 UNKNOWN_KID: Final = Failure("invalid", "unknown_kid")
 BAD_SIGNATURE: Final = Failure("invalid", "signature")
 REFUSED_BY_HOOK: Final = Failure("invalid", "refused")
 KEYS_UNAVAILABLE: Final = Failure("unavailable", "keys_unavailable")
 HOOK_FAILED: Final = Failure("unavailable", "principal_hook")
-
-#: Header parameters refused outright. `crit`: no extension is understood
-#: (RFC 7515 §4.1.11). `jku`, `x5u`, `jwk`: keys named or carried by the token
-#: itself are never trusted. `b64`: unencoded payloads (RFC 7797) are not
-#: supported. `cty`: nested tokens are not supported (RFC 7519 §5.2).
-_REFUSED_HEADERS: Final = frozenset({"crit", "jku", "x5u", "jwk", "b64", "cty"})
-_ABSENT: Final[Any] = object()
 
 
 class _Signed(NamedTuple):
@@ -76,8 +65,6 @@ class _Signed(NamedTuple):
 
 
 _sha256: Final = hashlib.sha256
-#: Parsed headers kept (an issuer uses a handful: one per key and type).
-_HEADER_CACHE_SIZE: Final = 256
 
 
 class JWTAuth(Authenticator):
@@ -192,7 +179,7 @@ class JWTAuth(Authenticator):
         self._cache: ExpiringCache[tuple[Grant, VerifyingKey]] = ExpiringCache(
             self._cache_size, wall=True
         )
-        self._headers: dict[bytes, tuple[str, str | None] | Failure] = {}
+        self._header = HeaderCheck(self._algorithms, self._types)
         self._init_locations(token_locations)
         self._keys = self._init_keys(
             key,
@@ -337,7 +324,7 @@ class JWTAuth(Authenticator):
         parts = token.split(b".")
         if len(parts) != 3:
             return malformed_or(token, MALFORMED_TOKEN)
-        header = self._headers.get(parts[0]) or self._header(parts[0])
+        header = self._header(parts[0])
         if type(header) is Failure:
             return malformed_or(token, header)
         alg, kid = header  # type: ignore[misc]
@@ -358,36 +345,6 @@ class JWTAuth(Authenticator):
         if self._remote:
             self._keys.poll()
         return self._finish(signed, digest, key)
-
-    def _header(self, segment: bytes) -> tuple[str, str | None] | Failure:
-        """The header's `alg` and `kid`, checked, and cached by segment (issuers reuse a few)."""
-        parsed = self._parse_header(segment)
-        if len(self._headers) >= _HEADER_CACHE_SIZE:
-            self._headers.clear()  # random headers (an attack) cannot grow it
-        self._headers[segment] = parsed
-        return parsed
-
-    def _parse_header(self, segment: bytes) -> tuple[str, str | None] | Failure:
-        if foreign_bytes(segment):
-            return MALFORMED_TOKEN
-        header_bytes = decode_segment(segment)
-        header = decode_json_object(header_bytes) if header_bytes is not None else None
-        if header is None:
-            return MALFORMED_TOKEN
-        alg = header.get("alg")
-        if type(alg) is not str or alg not in self._algorithms:
-            return BAD_ALGORITHM
-        if not _REFUSED_HEADERS.isdisjoint(header):
-            return BAD_HEADER
-        typ = header.get("typ", _ABSENT)
-        if typ is not _ABSENT and (
-            type(typ) is not str or typ.lower().removeprefix("application/") not in self._types
-        ):
-            return BAD_TYPE
-        kid = header.get("kid")
-        if kid is not None and type(kid) is not str:
-            return BAD_KID
-        return alg, kid
 
     def _can_refresh(self) -> bool:
         keys = self._keys
