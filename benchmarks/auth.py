@@ -55,10 +55,15 @@ def _flip_s(token: str) -> str:
     return f"{head}.{base64.urlsafe_b64encode(flipped).rstrip(b'=').decode()}"
 
 
-def _high_s(token: str) -> str:
-    """The high-s spelling of an ES256 token (s > n/2), whichever one it was minted with."""
+def _spelling(token: str, *, high: bool) -> str:
+    """The low-s or the high-s spelling of an ES256 token, whichever it was minted with.
+
+    Signers pick either at random; the cases pin one, so that a run does not
+    time the fast path one day and the high-s path the next.
+    """
     signature = base64.urlsafe_b64decode(token.rpartition(".")[2] + "==")
-    return token if int.from_bytes(signature[32:], "big") > P256_ORDER // 2 else _flip_s(token)
+    is_high = int.from_bytes(signature[32:], "big") > P256_ORDER // 2
+    return token if is_high == high else _flip_s(token)
 
 
 def _bearer(token: str) -> Request:
@@ -137,6 +142,7 @@ class _PyJWTBackend(AuthenticationBackend):
 def cases() -> list[Case]:
     keys = {alg: generate_key(alg, kid=f"{alg.lower()}-1") for alg in ("HS256", "RS256", "ES256")}
     tokens = {alg: _token(key) for alg, key in keys.items()}
+    tokens["ES256"] = _spelling(tokens["ES256"], high=False)
     base = "starlette GET"
     refused = "starlette + layer answering a canned 401"
     out: list[Case] = [
@@ -171,7 +177,7 @@ def cases() -> list[Case]:
         ASGICase(
             "auth: ES256 cached, high-s spelling",
             _guarded(_jwt_auth(keys["ES256"])),
-            _bearer(_high_s(tokens["ES256"])),
+            _bearer(_spelling(tokens["ES256"], high=True)),
             baseline=base,
         ),
     ]

@@ -33,13 +33,24 @@ __all__ = [
 
 
 class Grant:
-    """A credential accepted: the principal and its scopes, sorted, for `request.auth`."""
+    """A credential accepted: the principal and its scopes, sorted, for `request.auth`.
 
-    __slots__ = ("principal", "scopes")
+    Attributes:
+        principal: Who the credential names.
+        scopes: The principal's scopes, sorted.
+        digest: What to key on when something is keyed on the credential
+            (a revocation list, a per-token counter): for a JWT, the SHA-256
+            of the token in its one canonical spelling (an ECDSA signature in
+            its low-s form), the key of the token cache; `None` for
+            credentials that are not tokens.
+    """
 
-    def __init__(self, principal: Principal) -> None:
+    __slots__ = ("digest", "principal", "scopes")
+
+    def __init__(self, principal: Principal, digest: bytes | None = None) -> None:
         self.principal = principal
         self.scopes: tuple[str, ...] = tuple(sorted(principal.scopes))
+        self.digest = digest
 
 
 class Failure:

@@ -23,11 +23,13 @@ __all__ = [
     "JSONDecodeFailure",
     "decode_json_object",
     "decode_segment",
+    "encode_segment",
     "foreign_bytes",
     "strict_loads",
 ]
 
 _TO_STANDARD: Final = bytes.maketrans(b"-_", b"+/")
+_TO_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
 _PADDING: Final = (b"", b"", b"==", b"=")
 # A canonical encoding leaves the unused low bits of its last character zero
 # (RFC 4648 §3.5): 4 spare bits when len % 4 == 2, 2 spare bits when == 3.
@@ -61,6 +63,11 @@ def decode_segment(segment: bytes) -> bytes | None:
     if not segment or segment[-1] not in _CANONICAL_LAST[remainder]:
         return None
     return binascii.a2b_base64(segment.translate(_TO_STANDARD) + _PADDING[remainder])
+
+
+def encode_segment(data: bytes) -> bytes:
+    """The canonical base64url of `data`, unpadded: what `decode_segment` reads back."""
+    return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_TO_URLSAFE)
 
 
 class JSONDecodeFailure(ValueError):

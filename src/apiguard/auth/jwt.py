@@ -23,8 +23,9 @@ from apiguard.auth._base import (
 )
 from apiguard.auth._cache import ExpiringCache
 from apiguard.auth._claims import ClaimRules
+from apiguard.auth._ecdsa import CURVES, low_s
 from apiguard.auth._header import BAD_ALGORITHM, MALFORMED_TOKEN, HeaderCheck
-from apiguard.auth._jose import decode_json_object, decode_segment, foreign_bytes
+from apiguard.auth._jose import decode_json_object, decode_segment, encode_segment, foreign_bytes
 from apiguard.auth._keys import HMAC, KeySet, VerifyingKey, check_algorithms, make_key, parse_jwks
 from apiguard.auth._options import (
     Location,
@@ -105,7 +106,11 @@ class JWTAuth(Authenticator):
             compared case-insensitively without the `application/` prefix.
         max_token_bytes: Longer tokens are refused before anything else.
         cache_size: How many verified tokens to keep (by SHA-256 of the
-            token, never past `exp`); 0 disables the cache.
+            token, never past `exp`); 0 disables the cache. An ECDSA token
+            (`ES256`, `ES384`, `ES512`, `ES256K`) has two valid spellings,
+            `(r, s)` and `(r, n - s)`, both accepted as ECDSA allows: it is
+            kept under its low-s spelling, `s = min(s, n - s)`, so either
+            spelling finds one entry, and the grant's `digest` is the same.
         timeout: Seconds any I/O may take: a JWKS or discovery fetch, an
             async `principal` hook.
         jwks_cache_ttl: Seconds a fetched key set is kept when the response
@@ -310,7 +315,7 @@ class JWTAuth(Authenticator):
         if len(credential) > self._max_bytes:
             return OVERSIZED
         digest = _sha256(credential).digest()
-        hit = self._cache.get(digest)
+        hit = self._cache.get(digest)  # inlined `_cached`: the hot path
         if hit is not None:
             if hit[1].alive:
                 if self._remote:
@@ -318,6 +323,18 @@ class JWTAuth(Authenticator):
                 return hit[0]
             self._cache.discard(digest)
         return self._verify(credential, digest)
+
+    def _cached(self, digest: bytes) -> Grant | None:
+        """The cached grant of a token's canonical digest, if its key is still in force."""
+        hit = self._cache.get(digest)
+        if hit is None:
+            return None
+        if not hit[1].alive:
+            self._cache.discard(digest)
+            return None
+        if self._remote:
+            self._keys.poll()
+        return hit[0]
 
     def _verify(self, token: bytes, digest: bytes) -> CheckResult:
         # Cheap checks first: shape, header, alg, kid, payload; the signature last.
@@ -335,11 +352,25 @@ class JWTAuth(Authenticator):
         if foreign_bytes(token):  # the header segment was checked with the header
             return malformed_or(token, MALFORMED_TOKEN)
         signature = decode_segment(parts[2])
+        if signature is None:
+            return MALFORMED_TOKEN
+        signing_input = token[: len(parts[0]) + 1 + len(parts[1])]
+        curve = CURVES.get(alg)
+        if curve is not None:
+            # ECDSA accepts (r, s) and (r, n - s) alike (see `_ecdsa`): tokens
+            # are cached under their low-s spelling, so a high-s one, which
+            # `check` missed, is found there: no second signature, no second entry.
+            canonical = low_s(signature, curve)
+            if canonical is not signature:
+                digest = _sha256(signing_input + b"." + encode_segment(canonical)).digest()
+                grant = self._cached(digest)
+                if grant is not None:
+                    return grant
         payload = decode_segment(parts[1])
         claims = decode_json_object(payload) if payload is not None else None
-        if signature is None or claims is None:
+        if claims is None:
             return MALFORMED_TOKEN
-        signed = _Signed(token[: len(parts[0]) + 1 + len(parts[1])], alg, signature, claims)
+        signed = _Signed(signing_input, alg, signature, claims)
         if key is None:
             return self._verify_later(signed, digest, kid)
         if self._remote:
@@ -383,7 +414,7 @@ class JWTAuth(Authenticator):
             return checked
         principal, expires = checked
         if self._hook is None:
-            return self._grant(Grant(principal), digest, expires, key)
+            return self._grant(Grant(principal, digest), digest, expires, key)
         try:
             mapped = self._hook(principal)
         except Exception:
@@ -416,7 +447,7 @@ class JWTAuth(Authenticator):
         if not isinstance(mapped, Principal):
             logger.error("apiguard.auth: the principal hook returned %s", type(mapped).__name__)
             return HOOK_FAILED
-        return self._grant(Grant(with_method(mapped, self.name)), digest, expires, key)
+        return self._grant(Grant(with_method(mapped, self.name), digest), digest, expires, key)
 
     def _grant(
         self, grant: Grant, digest: bytes, expires: float | None, key: VerifyingKey
