@@ -285,10 +285,11 @@ async def test_huge_integer_is_400() -> None:
     assert (await post(b"[" + b"7" * 4000 + b"]"))[0].status == 200
 
 
-async def test_empty_body_where_a_model_requires_one_is_422() -> None:
-    """Documented: an empty body for a body model is a 422 `missing`, as in FastAPI."""
+async def test_no_body_where_a_model_requires_one_is_422() -> None:
+    """Documented: no body for a body model is a 422 `missing`, as in FastAPI."""
     calls = Calls()
-    answer = await drive(starlette_app(calls), "POST", "/orders", headers=json_headers(0))
+    headers = [(b"content-length", b"0")]
+    answer = await drive(starlette_app(calls), "POST", "/orders", headers=headers)
     assert answer.status == 422
     assert answer.json()["errors"] == [
         {"loc": ["body"], "msg": "Field required", "type": "missing"}
@@ -296,10 +297,19 @@ async def test_empty_body_where_a_model_requires_one_is_422() -> None:
     assert calls.seen == []
 
 
-async def test_empty_chunked_body_where_a_model_requires_one_is_422() -> None:
-    headers = [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")]
+@pytest.mark.parametrize(
+    "framing",
+    [(b"content-length", b"0"), (b"transfer-encoding", b"chunked")],
+    ids=["content-length-0", "chunked"],
+)
+async def test_empty_json_body_where_a_model_requires_one_is_400(
+    framing: tuple[bytes, bytes],
+) -> None:
+    """Declared JSON, no content: not JSON (400), before the model is consulted."""
+    headers = [(b"content-type", b"application/json"), framing]
     answer = await drive(starlette_app(), "POST", "/orders", headers=headers, chunks=[])
-    assert answer.status == 422
+    assert answer.status == 400
+    assert "empty" in answer.json()["detail"]
 
 
 async def test_whitespace_body_is_malformed_json() -> None:

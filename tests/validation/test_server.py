@@ -103,3 +103,20 @@ def test_200_mb_chunked_body_gets_413_with_server_memory_bounded(server: Uvicorn
     assert sent >= 2 * MiB  # the client got well past the limit before any refusal stopped it
     growth = after - before
     assert growth < 8 * MiB, f"peak RSS grew {growth / MiB:.1f} MiB ({sent / MiB:.0f} MiB sent)"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "framing",
+    [b"Content-Length: 0\r\n\r\n", b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"],
+    ids=["content-length-0", "chunked-no-data"],
+)
+def test_an_empty_json_body_is_a_400_problem(server: Uvicorn, framing: bytes) -> None:
+    """What uvicorn hands over for an empty body declared JSON: refused, never a 500."""
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /documents HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n" + framing
+        )
+        status, data = read_status(sock)
+    assert status == 400
+    assert b"application/problem+json" in data

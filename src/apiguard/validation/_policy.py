@@ -53,6 +53,7 @@ _ENCODED = _problem(
     [(b"accept-encoding", b"identity")],
 )
 _INVALID_JSON = _problem(400, "The request body is not well-formed JSON.")
+_EMPTY_JSON = _problem(400, "The request body is empty, but its Content-Type says JSON.")
 _INVALID_UTF8 = _problem(400, "The request body is not valid UTF-8.")
 _JSON_BOM = _problem(400, "The JSON body starts with a byte order mark; send it without.")
 _OUT_OF_RANGE = _problem(
@@ -148,6 +149,7 @@ class Policy:
             "several-content-types": _TWO_TYPES,
             "content-encoding": _ENCODED,
             "invalid-json": _INVALID_JSON,
+            "empty-json-body": _EMPTY_JSON,
             "invalid-utf-8": _INVALID_UTF8,
             "json-bom": _JSON_BOM,
             "json-number-out-of-range": _OUT_OF_RANGE,

@@ -16,7 +16,7 @@ from apiguard.layer import Options, checked
 from apiguard.problems import Problem, ProblemResponse
 from apiguard.routing import RoutePolicies
 from apiguard.validation._json import JSONRejected, parse_json
-from apiguard.validation._media import ContentTypes
+from apiguard.validation._media import ALLOWED_JSON, ContentTypes
 from apiguard.validation._models import error_list, missing_body
 from apiguard.validation._policy import (
     UNPROCESSABLE,
@@ -56,8 +56,9 @@ class ValidationMiddleware:
     Checks, cheapest first: query limits (414, 400); framing headers (400);
     a body where none is allowed or a declared length over the limit (413);
     content type and encoding (415); query and header models (422); the body
-    as it streams in (413, 400); JSON well-formedness, UTF-8 and depth (400);
-    the body model (422). Every refusal is problem details.
+    as it streams in (413, 400); JSON well-formedness, UTF-8 and depth, and
+    an empty body whose `Content-Type` says JSON (400); the body model (422).
+    Every refusal is problem details.
 
     Args:
         app: The ASGI app to protect.
@@ -270,12 +271,19 @@ class ValidationMiddleware:
                     else:
                         await self._refuse_422(scope, send, context, policy, reason, body_errors)
                     return
-        elif model is not None and not no_body:
-            if not model.accepts_none:
-                errors = missing_body()
-                await self._refuse_422(scope, send, context, policy, "invalid-body", errors)
+        elif not no_body:
+            if types_seen == 1 and policy.content_types.verdict(content_type) == ALLOWED_JSON:
+                # Content-Type says JSON, but there is no content, and an empty
+                # text is not JSON (RFC 8259 §2): the app's `request.json()`
+                # would raise. Without a Content-Type, there is simply no body.
+                await self._refuse(scope, send, context, policy, "empty-json-body")
                 return
-            values["body"] = None
+            if model is not None:
+                if not model.accepts_none:
+                    errors = missing_body()
+                    await self._refuse_422(scope, send, context, policy, "invalid-body", errors)
+                    return
+                values["body"] = None
 
         context.record(policy.allow)
         await self.app(scope, app_receive, send)
