@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -18,6 +18,8 @@ class FrozenClock:
 
     Use it as a context manager; inside, every layer reads this clock's
     monotonic and wall time, which move only with [`advance`][apiguard.testing.FrozenClock.advance].
+    On leaving, the clock is as it was before (the real one, or an outer
+    `FrozenClock` when they are nested).
 
     Args:
         wall: The wall time to start at, in seconds since the epoch.
@@ -33,7 +35,7 @@ class FrozenClock:
     def __init__(self, *, wall: float = 1_700_000_000.0, monotonic: float = 10_000.0) -> None:
         self._wall = wall
         self._monotonic = monotonic
-        self._saved: tuple[object, object] | None = None
+        self._saved: tuple[Callable[[], float], Callable[[], float]] | None = None
 
     def time(self) -> float:
         """The frozen wall time."""
@@ -63,7 +65,12 @@ class FrozenClock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        clock.reset()
+        # The clock as it was: the real one, or an outer FrozenClock when nested.
+        if self._saved is None:  # pragma: no cover - __exit__ without __enter__
+            clock.reset()
+            return
+        clock.monotonic, clock.time = self._saved
+        self._saved = None
 
 
 def reset_state() -> None:
