@@ -5,8 +5,10 @@ from typing import Any
 
 import pytest
 
+from apiguard._clock import clock
 from apiguard.storage import RemoteStore
 from apiguard.testing import reset_state
+from tests._clock import MID_WINDOW
 from tests._cluster import RedisCluster
 from tests._sentinel import RedisSentinel
 from tests._servers import RedisServer, redis_server_binary
@@ -22,6 +24,22 @@ def _fresh_state() -> Iterator[None]:
     reset_state()
     yield
     reset_state()
+
+
+@pytest.fixture
+def mid_window_wall_clock() -> Iterator[float]:
+    """The wall clock pinned mid-window for every layer; monotonic time keeps running.
+
+    Fixed windows and sliding window counters are aligned on the wall clock,
+    so a test sending four requests against `3/minute` fails when a minute
+    starts between two of them: once in a few hundred runs, more on a loaded
+    machine. Pinned, no window edge falls inside a test, while store
+    timeouts, breakers and real waits keep real (monotonic) time. A test
+    that moves time itself uses `FrozenClock`, which restores the pin.
+    """
+    clock.time = lambda: MID_WINDOW
+    yield MID_WINDOW
+    clock.reset()
 
 
 @pytest.fixture(scope="session")

@@ -124,6 +124,7 @@ def test_frozen_clock_example() -> None:
     module.test_a_minute_passes_at_once()
 
 
+@pytest.mark.usefixtures("mid_window_wall_clock")  # counts within one window
 async def test_ratelimit_basic_limits_routes_and_exempts_health() -> None:
     async with await _client("ratelimit_basic") as client:
         assert (await client.get("/health")).status_code == 200
@@ -147,6 +148,7 @@ async def test_ratelimit_plans_gives_each_plan_its_quota() -> None:
     assert '"plan-0";q=5;w=60' in anonymous.headers["ratelimit-policy"]
 
 
+@pytest.mark.usefixtures("mid_window_wall_clock")  # counts within one window
 async def test_ratelimit_shadow_reports_without_refusing() -> None:
     async with await _client("ratelimit_shadow") as client:
         answers = [(await client.get("/orders")) for _ in range(3)]

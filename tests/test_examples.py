@@ -105,6 +105,7 @@ def test_demo_command_serves_the_orders_api() -> None:
     assert "Application startup complete" in output
 
 
+@pytest.mark.usefixtures("mid_window_wall_clock")  # 21 requests within one window
 async def test_demo_limits_writes_per_client() -> None:
     """The demo's rate limiters: 20 orders a minute per address, and quotas per plan."""
     from examples.orders import app

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 
 import httpx
 import pytest
 
+from tests._clock import MID_WINDOW
 from tests._servers import Uvicorn
 from tests.ratelimit._helpers import client, limited_app, ratelimit
 
@@ -65,6 +67,7 @@ async def test_two_uvicorn_workers_sharing_redis_admit_exactly_the_limit(
             "APIGUARD_TEST_REDIS": redis_url,
             "APIGUARD_TEST_LIMIT": f"{L}/hour",
             "APIGUARD_TEST_STRATEGY": strategy,
+            "APIGUARD_TEST_WALL": str(MID_WINDOW),
         },
     )
     server.start()
@@ -74,13 +77,17 @@ async def test_two_uvicorn_workers_sharing_redis_admit_exactly_the_limit(
             # Both workers up before the burst (the exempt /health costs no quota).
             # A new connection per probe: pooled ones would all stay with the
             # worker that accepted the first round, and never reach the other.
+            # Bounded by time, not by rounds: a worker may take seconds to boot
+            # on a loaded machine.
             close = {"connection": "close"}
-            for _ in range(50):
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
                 health = await asyncio.gather(
                     *(http.get("/health", headers=close) for _ in range(20))
                 )
                 if len({r.headers["x-worker-pid"] for r in health}) == 2:
                     break
+                await asyncio.sleep(0.1)
             responses = await asyncio.gather(*(http.get("/whoami") for _ in range(N)))
     finally:
         output = server.stop()
