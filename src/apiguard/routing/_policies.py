@@ -1,0 +1,168 @@
+"""Per-route policies: route keys to policies, looked up per request."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator, Mapping
+from typing import Any, Generic, TypeVar
+
+from starlette.routing import BaseRoute, Host, Route, Router, WebSocketRoute
+
+from apiguard._types import ASGIApp, Scope
+from apiguard.errors import ConfigError
+from apiguard.routing._framework import find_router
+from apiguard.routing._keys import parse_route_key, split_key
+from apiguard.routing._resolver import Resolver, resolve, resolver_for
+from apiguard.routing._tree import RouteMatch
+
+__all__ = ["RoutePolicies"]
+
+P = TypeVar("P")
+
+
+class RoutePolicies(Generic[P]):
+    """A per-route option: route keys to policies, with a default.
+
+    Args:
+        option: The option's name, for error messages (`"routes"`, `"scopes"`).
+        routes: `"METHOD /template"` or `"/template"` keys to policies.
+        default: The policy of requests that reach no listed route.
+
+    A request's policy is looked up by method and route key, then (for HEAD)
+    as GET, then by route key alone; routes not listed get `default`. On an
+    app with a Starlette router the request is resolved as the router
+    dispatches it; on a plain ASGI app, the listed templates themselves are
+    matched against the path, first listed first.
+    """
+
+    def __init__(self, option: str, routes: Mapping[str, P] | None, default: P) -> None:
+        self.option = option
+        self.default = default
+        self._raw: dict[tuple[str | None, str], str] = {}
+        self._targets: list[tuple[str | None, str]] = []
+        self._policies: dict[tuple[str | None, str], P] = {}
+        given: object = routes  # typed a mapping, but users pass anything
+        if given is not None and not isinstance(given, Mapping):
+            msg = f"{option}: expected a mapping of route keys to policies, got {given!r}"
+            raise ConfigError(msg)
+        for raw_key, policy in (routes or {}).items():
+            parsed = parse_route_key(option, raw_key)
+            if parsed in self._policies:
+                msg = f"{option}: route {raw_key!r} is given twice (as {self._raw[parsed]!r})"
+                raise ConfigError(msg)
+            self._raw[parsed] = raw_key
+            self._targets.append(split_key(option, raw_key))
+            self._policies[parsed] = policy
+        # route key -> {method or None: policy}: two dict gets per lookup.
+        self._by_key: dict[str, dict[str | None, P]] = {}
+        for (method, key), policy in self._policies.items():
+            self._by_key.setdefault(key, {})[method] = policy
+        self._fallback: Resolver | None = None
+        if self._policies:
+            self._fallback = _fallback_resolver(option, self._targets)
+
+    def __bool__(self) -> bool:
+        return bool(self._policies)
+
+    def items(self) -> Iterator[tuple[tuple[str | None, str], P]]:
+        """The `((method, route key), policy)` pairs, as given."""
+        return iter(self._policies.items())
+
+    def bind(self, app: ASGIApp) -> None:
+        """Check every route key against the app's routes, if the chain reaches a router.
+
+        Raises:
+            ConfigError: a key names a route or method the app does not have.
+        """
+        router = find_router(app)
+        if router is None or not self._policies:
+            return
+        # A layer that wraps the app directly (not inside it) sees no
+        # scope["app"]: it resolves with the router it wraps, never with the
+        # templates as written (a mount's "/admin/{path}" is one segment there).
+        self._fallback = resolver_for(router)
+        # One template often has several routes (FastAPI's @app.get and
+        # @app.post on "/orders"): known() unites their methods.
+        known = resolver_for(router).known()
+        accepted = {key: match.methods for key, match in known.items()}
+        for (method, key), raw_key in self._raw.items():
+            if key not in accepted:
+                hint = difflib.get_close_matches(key, list(accepted), n=1)
+                suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+                msg = f"{self.option}: route {raw_key!r} is not a route of the app{suggestion}"
+                raise ConfigError(msg)
+            allowed = accepted[key]
+            if method is not None and allowed is not None and method not in allowed:
+                listed = ", ".join(sorted(allowed))
+                msg = f"{self.option}: route {raw_key!r} does not accept {method} (only {listed})"
+                raise ConfigError(msg)
+
+    def match(self, scope: Scope) -> RouteMatch | None:
+        """The route of the request, as the app's router (or the fallback) sees it."""
+        return resolve(scope, self._fallback)
+
+    def lookup(self, scope: Scope) -> P:
+        """The policy for the request in `scope`."""
+        # The hot path of every per-route layer: resolution inlined up to
+        # resolve() (a call frame is a tenth of its cost).
+        by_key = self._by_key
+        if not by_key:
+            return self.default
+        match = resolve(scope, self._fallback)
+        if match is None:
+            return self.default
+        by_method = by_key.get(match.key)
+        if by_method is None:
+            return self.default
+        # A WebSocket handshake is a GET: "GET /ws" keys apply to it.
+        method = scope.get("method", "GET")
+        policy = by_method.get(method)
+        if policy is None:
+            if method == "HEAD":
+                policy = by_method.get("GET")
+            if policy is None:
+                policy = by_method.get(None)
+                if policy is None:
+                    return self.default
+        return policy
+
+
+class _NoEndpoint:
+    """An ASGI endpoint (so that Route keeps `methods=None`) that is never called."""
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:  # pragma: no cover
+        raise RuntimeError("apiguard's fallback routes are never dispatched to")
+
+
+_no_endpoint = _NoEndpoint()
+
+
+def _fallback_resolver(option: str, keys: list[tuple[str | None, str]]) -> Resolver:
+    """Routes built from the option's own templates (as written), for plain ASGI apps."""
+    routes: list[BaseRoute] = []
+    by_target: dict[str, set[str] | None] = {}
+    for method, key in keys:
+        if method is None:
+            by_target[key] = None
+        elif key not in by_target or by_target[key] is not None:
+            by_target.setdefault(key, set()).add(method)  # type: ignore[union-attr]
+
+    def leaves(path: str, methods: set[str] | None) -> list[BaseRoute]:
+        found: list[BaseRoute] = [
+            Route(path, _no_endpoint, methods=sorted(methods) if methods else None)
+        ]
+        if methods is None or "GET" in methods:  # a WebSocket handshake is a GET
+            found.append(WebSocketRoute(path, _no_endpoint))
+        return found
+
+    for key, methods in by_target.items():
+        try:
+            if key.startswith("/"):
+                routes += leaves(key, methods)
+            else:
+                host, _, path = key.partition("/")
+                routes.append(Host(host, Router(leaves("/" + path, methods))))
+        except (AssertionError, ValueError) as exc:
+            msg = f"{option}: route {key!r} is not a valid Starlette path template ({exc})"
+            raise ConfigError(msg) from exc
+    return Resolver(Router(routes, redirect_slashes=False))
