@@ -79,6 +79,8 @@ SEGMENTS = [
     "live",
     "legacy",
     "old",
+    "wrapped",
+    "w",
     "admin",
     "stats",
     "prices",
@@ -278,6 +280,8 @@ def _check(app: Any, scope: dict[str, Any]) -> None:
         ("GET", "/api/v2/things/3", "testserver", "/api/v2/things/{tid}"),
         ("GET", "/sub/x/5", "testserver", "/sub/x/{id}"),
         ("GET", "/sub/x", "testserver", None),  # the sub-app redirects
+        ("GET", "/wrapped/w/3", "testserver", "/wrapped/w/{n}"),  # through the wrapper
+        ("POST", "/wrapped/w/3", "testserver", None),  # 405 inside the wrapped app
         ("GET", "/static/css/site.css", "testserver", "/static/{path}"),
         ("GET", "/m/acme/dash", "testserver", "/m/{tenant}/dash"),
         ("GET", "/h/1", "API.EXAMPLE.COM:8080", "api.example.com/h/{x}"),

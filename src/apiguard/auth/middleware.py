@@ -15,15 +15,8 @@ from apiguard.compose import checked_at_startup
 from apiguard.context import Decision, get_context, set_anonymous, set_principal
 from apiguard.errors import ConfigError
 from apiguard.problems import Problem, ProblemResponse
-from apiguard.routing import (
-    Resolver,
-    RoutePolicies,
-    find_router,
-    parse_route_key,
-    resolve,
-    resolver_for,
-    router_of,
-)
+from apiguard.routing import RoutePolicies, parse_route_key
+from apiguard.routing._resolver import resolve_with
 
 __all__ = ["AuthMiddleware"]
 
@@ -215,14 +208,7 @@ class AuthMiddleware:
         # The per-option tables name the option in errors; the merged table,
         # bound last, is the one requests are resolved with.
         binds = [*(lambda c=c: c.bind(app) for c in checks), lambda: self._routes.bind(app)]
-        # The router this layer wraps, if any, for preflights when the scope
-        # names no app (the layer wrapped around an app rather than inside it).
-        self._router_resolver: Resolver | None = None
-        self.app = checked_at_startup(app, *binds, lambda: self._find_router(app))
-
-    def _find_router(self, app: ASGIApp) -> None:
-        router = find_router(app)
-        self._router_resolver = resolver_for(router) if router is not None else None
+        self.app = checked_at_startup(app, *binds)
 
     def _scoped(self, names: frozenset[str], realm: str) -> _Policy:
         policy = _Policy(_REQUIRED, names)
@@ -328,10 +314,10 @@ class AuthMiddleware:
             or get_header(scope, b"origin") is None
         ):
             return False
-        fallback = self._router_resolver
-        if fallback is None and router_of(scope.get("app")) is None:
+        resolver = self._routes.router_resolver(scope)
+        if resolver is None:
             return False
-        return resolve(scope, fallback) is None
+        return resolve_with(scope, resolver) is None
 
     def _refusal(self, slot: _Slot, failure: Failure) -> tuple[Decision, ProblemResponse]:
         """The decision and response for a refused credential, built once per cause."""

@@ -40,7 +40,14 @@ from apiguard.routing._tree import (
     RouteMatch,
 )
 
-__all__ = ["compile_router", "find_router", "low_priority", "route_path", "router_of"]
+__all__ = [
+    "compile_router",
+    "find_router",
+    "low_priority",
+    "route_path",
+    "router_of",
+    "runs_inside",
+]
 
 #: A WebSocket route is reached by a GET handshake (RFC 6455 §4.1): keyed as GET.
 _HANDSHAKE = frozenset({"GET"})
@@ -82,6 +89,22 @@ def find_router(app: object, *, max_depth: int = 64) -> Router | None:
         if app is None:
             return None
     return None
+
+
+def runs_inside(app: object, target: object, *, max_depth: int = 64) -> bool:
+    """Whether `target` is in the middleware stack `app` runs before its router.
+
+    Starlette keeps that stack, built at the first call, in
+    `app.middleware_stack`; each middleware holds the next in `.app`.
+    """
+    node = getattr(app, "middleware_stack", None)
+    for _ in range(max_depth):
+        if node is None:
+            return False
+        if node is target:
+            return True
+        node = getattr(node, "app", None)
+    return False
 
 
 def _is_included_router(route: object) -> bool:
@@ -187,8 +210,10 @@ class _Compiler:
         elif isinstance(route, Mount):
             mount_prefix = prefix + route.path_format.removesuffix("/{path}")
             # Mount.app may be wrapped in the mount's own middleware; the
-            # mounted app itself is kept in _base_app (Starlette 1.x).
-            sub_router = router_of(getattr(route, "_base_app", route.app))
+            # mounted app itself is kept in _base_app (Starlette 1.x). It may
+            # be wrapped too (a layer around an app, then mounted): the
+            # request reaches its router through the wrappers' .app links.
+            sub_router = find_router(getattr(route, "_base_app", route.app))
             child = self.level(sub_router, mount_prefix, host) if sub_router is not None else None
             entry = Entry(
                 MOUNT,
@@ -201,7 +226,7 @@ class _Compiler:
             level.add(entry, route.path_format, route.param_convertors)
         elif isinstance(route, Host):
             host_key = normalize_template(route.host.lower())
-            sub_router = router_of(route.app)
+            sub_router = find_router(route.app)
             child = self.level(sub_router, "", host_key) if sub_router is not None else None
             entry = Entry(HOST, BOTH, None, None, RouteMatch("/{path}", host_key), child, route)
             level.add(entry, None, {})

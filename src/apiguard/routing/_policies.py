@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterator, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from starlette.routing import BaseRoute, Host, Route, Router, WebSocketRoute
 
 from apiguard._types import ASGIApp, Scope
+from apiguard.context import CONTEXT_KEY, RequestContext
 from apiguard.errors import ConfigError
-from apiguard.routing._framework import find_router
+from apiguard.routing._framework import find_router, runs_inside
 from apiguard.routing._keys import parse_route_key, split_key
-from apiguard.routing._resolver import Resolver, resolve, resolver_for
+from apiguard.routing._resolver import Resolver, app_resolver, resolve_with, resolver_for
 from apiguard.routing._tree import RouteMatch
 
 __all__ = ["RoutePolicies"]
@@ -29,10 +30,11 @@ class RoutePolicies(Generic[P]):
         default: The policy of requests that reach no listed route.
 
     A request's policy is looked up by method and route key, then (for HEAD)
-    as GET, then by route key alone; routes not listed get `default`. On an
-    app with a Starlette router the request is resolved as the router
-    dispatches it; on a plain ASGI app, the listed templates themselves are
-    matched against the path, first listed first.
+    as GET, then by route key alone; routes not listed get `default`. Once
+    [bound][apiguard.routing.RoutePolicies.bind] to an app with a Starlette
+    router, the request is resolved as that router dispatches it, wherever
+    the app is mounted; on a plain ASGI app, the listed templates themselves
+    are matched against the path, first listed first.
     """
 
     def __init__(self, option: str, routes: Mapping[str, P] | None, default: P) -> None:
@@ -57,9 +59,17 @@ class RoutePolicies(Generic[P]):
         self._by_key: dict[str, dict[str | None, P]] = {}
         for (method, key), policy in self._policies.items():
             self._by_key.setdefault(key, {})[method] = policy
-        self._fallback: Resolver | None = None
+        # The option's own templates, for an app without a router.
+        self._templates: Resolver | None = None
         if self._policies:
-            self._fallback = _fallback_resolver(option, self._targets)
+            self._templates = _fallback_resolver(option, self._targets)
+        # Set by bind(): the router of the app the layer wraps, else the app
+        # itself (a plain ASGI app, or a chain apiguard cannot follow).
+        self._router: Resolver | None = None
+        self._bound: object = _UNBOUND
+        # scope["app"] seen last, and its router's resolver if the layer runs
+        # inside that app (else None): a process usually serves one app.
+        self._inside: tuple[object, Resolver | None] = (_UNBOUND, None)
 
     def __bool__(self) -> bool:
         return bool(self._policies)
@@ -69,21 +79,31 @@ class RoutePolicies(Generic[P]):
         return iter(self._policies.items())
 
     def bind(self, app: ASGIApp) -> None:
-        """Check every route key against the app's routes, if the chain reaches a router.
+        """Bind to the router of `app` (the app the layer wraps), and check every key there.
+
+        The router is found by following `.app` links from `app`: a layer
+        inside a Starlette app (`add_middleware`, `guard()`) reaches it
+        through the middleware Starlette built, a layer wrapped around an app
+        through the app. Requests are then resolved against that router
+        wherever the app is later mounted: an outer app's router knows a
+        mounted app only as one mount. Without a router (a plain ASGI app),
+        the option's own templates are matched.
 
         Raises:
             ConfigError: a key names a route or method the app does not have.
         """
         router = find_router(app)
-        if router is None or not self._policies:
+        self._bound = app
+        self._inside = (_UNBOUND, None)
+        if router is None:
+            self._router = None
             return
-        # A layer that wraps the app directly (not inside it) sees no
-        # scope["app"]: it resolves with the router it wraps, never with the
-        # templates as written (a mount's "/admin/{path}" is one segment there).
-        self._fallback = resolver_for(router)
+        resolver = self._router = resolver_for(router)
+        if not self._policies:
+            return
         # One template often has several routes (FastAPI's @app.get and
         # @app.post on "/orders"): known() unites their methods.
-        known = resolver_for(router).known()
+        known = resolver.known()
         accepted = {key: match.methods for key, match in known.items()}
         for (method, key), raw_key in self._raw.items():
             if key not in accepted:
@@ -97,18 +117,56 @@ class RoutePolicies(Generic[P]):
                 msg = f"{self.option}: route {raw_key!r} does not accept {method} (only {listed})"
                 raise ConfigError(msg)
 
+    def router_resolver(self, scope: Scope) -> Resolver | None:
+        """The resolver of the router this request is resolved against, if there is one.
+
+        The router bound to; else, when the layer runs inside `scope["app"]`
+        (or was never bound), that app's router; else `None`: a plain ASGI
+        app, where only the option's own templates can answer.
+        """
+        resolver = self._router
+        if resolver is not None:
+            return resolver
+        app = scope.get("app")
+        if app is None:
+            return None
+        bound = self._bound
+        if bound is _UNBOUND:
+            return app_resolver(app)
+        seen, resolver = self._inside
+        if seen is not app:
+            # Bound, but no router was found below the layer: scope["app"]
+            # is the app the layer runs in only if its middleware stack
+            # holds the layer's app; otherwise the layer's app (a plain ASGI
+            # app) is mounted in it, and its router knows one mount there.
+            resolver = app_resolver(app) if runs_inside(app, bound) else None
+            self._inside = (app, resolver)
+        return resolver
+
     def match(self, scope: Scope) -> RouteMatch | None:
-        """The route of the request, as the app's router (or the fallback) sees it."""
-        return resolve(scope, self._fallback)
+        """The route of the request, as the router (or the option's templates) sees it."""
+        resolver = self._router or self.router_resolver(scope)
+        if resolver is not None:
+            return resolve_with(scope, resolver)
+        templates = self._templates
+        return templates.resolve(scope) if templates is not None else None
 
     def lookup(self, scope: Scope) -> P:
         """The policy for the request in `scope`."""
-        # The hot path of every per-route layer: resolution inlined up to
-        # resolve() (a call frame is a tenth of its cost).
+        # The hot path of every per-route layer: the context's route read
+        # inline (a call frame is a fifth of its cost).
         by_key = self._by_key
         if not by_key:
             return self.default
-        match = resolve(scope, self._fallback)
+        resolver = self._router
+        if resolver is not None:
+            context: RequestContext | None = scope.get(CONTEXT_KEY)
+            if context is not None and context.route_resolver is resolver:
+                match = context.route
+            else:
+                match = resolve_with(scope, resolver)
+        else:
+            match = self.match(scope)
         if match is None:
             return self.default
         by_method = by_key.get(match.key)
@@ -125,6 +183,9 @@ class RoutePolicies(Generic[P]):
                 if policy is None:
                     return self.default
         return policy
+
+
+_UNBOUND: Final = object()
 
 
 class _NoEndpoint:

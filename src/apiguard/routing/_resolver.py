@@ -13,7 +13,7 @@ from apiguard.context import CONTEXT_KEY, RequestContext, get_context
 from apiguard.routing._framework import compile_router, low_priority, route_path, router_of
 from apiguard.routing._tree import HOST, LEAF, MOUNT, OPAQUE, Entry, Level, RouteMatch
 
-__all__ = ["Resolver", "reset", "resolve", "resolver_for"]
+__all__ = ["Resolver", "app_resolver", "reset", "resolve", "resolve_with", "resolver_for"]
 
 #: Paths (and Host headers) longer than this are resolved without the cache.
 _MAX_CACHED_PATH = 512
@@ -214,7 +214,8 @@ def resolver_for(router: Router) -> Resolver:
     return resolver
 
 
-def _resolver_of_app(app: Any) -> Resolver | None:
+def app_resolver(app: Any) -> Resolver | None:
+    """The resolver of `app`'s router (`scope["app"]`), or `None` without one."""
     global _last_app
     last, resolver = _last_app
     if last is app:
@@ -239,6 +240,25 @@ def _lookup_app(app: Any) -> Resolver | None:
     return resolver
 
 
+def resolve_with(scope: Scope, resolver: Resolver) -> RouteMatch | None:
+    """The route `resolver`'s router dispatches this request to, once per request.
+
+    The result is kept in the request context with the resolver it came
+    from: the next layer bound to the same router reads it for free, and a
+    layer bound to another router (an app mounted in another) resolves
+    again, so that layers alternating between routers each get their own.
+    """
+    context: RequestContext | None = scope.get(CONTEXT_KEY)
+    if context is None:
+        context = get_context(scope)
+    elif context.route_resolver is resolver:
+        return context.route
+    match = resolver.resolve(scope)
+    context.route_resolver = resolver
+    context.route = match
+    return match
+
+
 def resolve(scope: Scope, fallback: Resolver | None = None) -> RouteMatch | None:
     """The route `scope["app"]` will dispatch this request to, resolved once per request.
 
@@ -249,15 +269,7 @@ def resolve(scope: Scope, fallback: Resolver | None = None) -> RouteMatch | None
     """
     app = scope.get("app")
     if app is not None:
-        resolver = _resolver_of_app(app)
+        resolver = app_resolver(app)
         if resolver is not None:
-            context: RequestContext | None = scope.get(CONTEXT_KEY)
-            if context is None:
-                context = get_context(scope)
-            elif context.route_resolver is resolver:
-                return context.route
-            match = resolver.resolve(scope)
-            context.route_resolver = resolver
-            context.route = match
-            return match
+            return resolve_with(scope, resolver)
     return fallback.resolve(scope) if fallback is not None else None
