@@ -15,8 +15,7 @@ from apiguard.compose import checked_at_startup
 from apiguard.context import Decision, get_context, set_anonymous, set_principal
 from apiguard.errors import ConfigError
 from apiguard.problems import Problem, ProblemResponse
-from apiguard.routing import RoutePolicies, parse_route_key
-from apiguard.routing._resolver import resolve_with
+from apiguard.routing import RoutePolicies, parse_route_key, request_method
 
 __all__ = ["AuthMiddleware"]
 
@@ -233,7 +232,7 @@ class AuthMiddleware:
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        if kind == "http" and scope["method"] == "OPTIONS" and self._bare_preflight(scope):
+        if kind == "http" and request_method(scope) == "OPTIONS" and self._bare_preflight(scope):
             # A CORS preflight carries no credentials (Fetch standard §4.8).
             # Anonymous, as on a public route: what reads request.user works.
             context = get_context(scope)  # makes scope["state"] where missing
@@ -314,10 +313,9 @@ class AuthMiddleware:
             or get_header(scope, b"origin") is None
         ):
             return False
-        resolver = self._routes.router_resolver(scope)
-        if resolver is None:
+        if self._routes.router_resolver(scope) is None:
             return False
-        return resolve_with(scope, resolver) is None
+        return self._routes.match(scope) is None
 
     def _refusal(self, slot: _Slot, failure: Failure) -> tuple[Decision, ProblemResponse]:
         """The decision and response for a refused credential, built once per cause."""

@@ -24,7 +24,7 @@ policies).
 from __future__ import annotations
 
 from apiguard.routing._framework import find_router, router_of
-from apiguard.routing._keys import normalize_template, parse_route_key
+from apiguard.routing._keys import normalize_template, parse_route_key, request_method
 from apiguard.routing._policies import RoutePolicies
 from apiguard.routing._resolver import Resolver, resolve, resolver_for
 from apiguard.routing._tree import RouteMatch
@@ -36,6 +36,7 @@ __all__ = [
     "find_router",
     "normalize_template",
     "parse_route_key",
+    "request_method",
     "resolve",
     "resolver_for",
     "router_of",

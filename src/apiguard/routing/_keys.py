@@ -5,12 +5,57 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from apiguard._types import Scope
 from apiguard.errors import ConfigError
 
-__all__ = ["normalize_key", "normalize_template", "parse_route_key", "split_key"]
+__all__ = [
+    "CANONICAL_METHODS",
+    "fold_method",
+    "normalize_key",
+    "normalize_template",
+    "parse_route_key",
+    "request_method",
+    "split_key",
+]
 
+#: The methods of RFC 9110 §9 and RFC 5789, as clients almost always send them:
+#: one set-membership test spares `upper()` on nearly every request.
+CANONICAL_METHODS: Final = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+
+_ASCII_UPPER: Final = {code: code - 32 for code in range(ord("a"), ord("z") + 1)}
 _METHOD: Final = re.compile(r"^[A-Z][A-Z0-9_-]*$")
 _PARAM_TYPE: Final = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*):[a-zA-Z_][a-zA-Z0-9_]*\}")
+
+
+def request_method(scope: Scope) -> str:
+    """The method apiguard decides on: the request's method, uppercased.
+
+    RFC 9110 §9.1 makes methods case-sensitive, and h11 passes `post`
+    through as sent; but an app that accepts any method (a mount of a
+    Django or WSGI app, an ASGI endpoint) may uppercase it and run it as
+    POST. Deciding on the uppercased method is never looser than the app:
+    an app that uppercases gets POST's policy for `post`, and a
+    case-sensitive app (Starlette's routes) answers 405 to it anyway.
+    Refusing such requests instead would break clients the app accepts.
+    The scope is never rewritten: the app sees what the client sent.
+    A WebSocket handshake is a GET (RFC 6455 §4.1).
+    """
+    method: str = scope.get("method", "GET")
+    if method in CANONICAL_METHODS:
+        return method
+    return fold_method(method)
+
+
+def fold_method(method: str) -> str:
+    """`method` with its ASCII letters uppercased, and nothing else changed.
+
+    Methods are tokens of ASCII characters (RFC 9110 §5.6.2): only `a`-`z`
+    are folded, so that no other letter turns into an ASCII one (Python's
+    `"ß".upper()` is `"SS"`).
+    """
+    return method.upper() if method.isascii() else method.translate(_ASCII_UPPER)
 
 
 def normalize_template(template: str) -> str:

@@ -12,7 +12,13 @@ from apiguard._types import ASGIApp, Scope
 from apiguard.context import CONTEXT_KEY, RequestContext
 from apiguard.errors import ConfigError
 from apiguard.routing._framework import find_router, runs_inside
-from apiguard.routing._keys import parse_route_key, split_key
+from apiguard.routing._keys import (
+    CANONICAL_METHODS,
+    fold_method,
+    parse_route_key,
+    request_method,
+    split_key,
+)
 from apiguard.routing._resolver import Resolver, app_resolver, resolve_with, resolver_for
 from apiguard.routing._tree import RouteMatch
 
@@ -174,6 +180,8 @@ class RoutePolicies(Generic[P]):
             return self.default
         # A WebSocket handshake is a GET: "GET /ws" keys apply to it.
         method = scope.get("method", "GET")
+        if method not in CANONICAL_METHODS:
+            method = request_method(scope)  # `post` gets POST's policy
         policy = by_method.get(method)
         if policy is None:
             if method == "HEAD":
@@ -226,4 +234,24 @@ def _fallback_resolver(option: str, keys: list[tuple[str | None, str]]) -> Resol
         except (AssertionError, ValueError) as exc:
             msg = f"{option}: route {key!r} is not a valid Starlette path template ({exc})"
             raise ConfigError(msg) from exc
-    return Resolver(Router(routes, redirect_slashes=False))
+    return _TemplateResolver(Router(routes, redirect_slashes=False))
+
+
+class _TemplateResolver(Resolver):
+    """Resolves with the option's own templates, deciding on the uppercased method.
+
+    The app behind them cannot be asked how it dispatches: it is resolved as
+    if it uppercased methods, which is never looser than what it does.
+    """
+
+    def resolve(self, scope: Scope) -> RouteMatch | None:
+        method = scope.get("method")
+        if method is not None and method not in CANONICAL_METHODS:
+            scope = {**scope, "method": fold_method(method)}  # a copy: the app sees its own
+        return super().resolve(scope)
+
+    def resolve_uncached(self, scope: Scope) -> RouteMatch | None:
+        method = scope.get("method")
+        if method is not None and method not in CANONICAL_METHODS:
+            scope = {**scope, "method": fold_method(method)}
+        return super().resolve_uncached(scope)
