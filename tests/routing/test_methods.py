@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route
 from apiguard import APIKeyAuth, AuthMiddleware, Principal, Rules, ValidationMiddleware, guard
 from apiguard.routing import RoutePolicies, request_method
 from tests._servers import ThreadedUvicorn
+from tests.routing._drive import call
 
 pytestmark = pytest.mark.anyio
 
@@ -52,48 +53,6 @@ class UppercasingApp:
             more = message.get("more_body", False)
         effect = "wrote" if scope["method"].upper() == "POST" else "read"
         await PlainTextResponse(f"{effect} {scope['method']} {len(body)}")(scope, receive, send)
-
-
-async def _call(
-    app: Any,
-    method: str,
-    path: str,
-    headers: list[tuple[bytes, bytes]] | None = None,
-    body: bytes = b"",
-) -> tuple[int, dict[bytes, bytes], bytes]:
-    """One request with the method exactly as given (httpx would uppercase it)."""
-    sent: list[dict[str, Any]] = []
-    delivered = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    framing = [(b"content-length", str(len(body)).encode())] if body else []
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"api.example.com"), *framing, *(headers or [])],
-        "client": ("203.0.113.9", 4000),
-        "server": ("127.0.0.1", 8000),
-    }
-    await app(scope, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    content = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return start["status"], dict(start["headers"]), content
 
 
 @pytest.mark.parametrize(
@@ -132,8 +91,8 @@ async def test_lowercase_method_gets_the_method_specific_scopes(method: str, pat
     app, legacy = _auth_on_legacy(
         scopes={"POST /legacy/{path}": ["admin"], "POST /hook": ["admin"]}
     )
-    refused, _, _ = await _call(app, method, path, READER)
-    allowed, _, body = await _call(app, method, path, ADMIN)
+    refused, _, _ = await call(app, method, path, READER)
+    allowed, _, body = await call(app, method, path, ADMIN)
     assert refused == 403
     assert allowed == 200
     assert body == f"wrote {method} 0".encode()
@@ -144,7 +103,7 @@ async def test_lowercase_method_gets_the_method_specific_scopes(method: str, pat
 async def test_mixed_case_get_and_head_get_the_get_policy(method: str) -> None:
     """`"GET /legacy/{path}"` public: any case of GET and of HEAD (as GET) is public."""
     app, _ = _auth_on_legacy(public=["GET /legacy/{path}"])
-    status, _, _ = await _call(app, method, "/legacy/page")
+    status, _, _ = await call(app, method, "/legacy/page")
     assert status == 200
 
 
@@ -152,7 +111,7 @@ async def test_mixed_case_get_and_head_get_the_get_policy(method: str) -> None:
 async def test_other_methods_in_any_case_are_not_public(method: str) -> None:
     """A public GET key does not make a lowercase POST public."""
     app, legacy = _auth_on_legacy(public=["GET /legacy/{path}"])
-    status, _, _ = await _call(app, method, "/legacy/page")
+    status, _, _ = await call(app, method, "/legacy/page")
     assert status == 401
     assert legacy.seen == []
 
@@ -173,8 +132,8 @@ async def test_a_case_sensitive_route_answers_405_to_a_lowercase_method() -> Non
             scopes={"POST /orders": ["admin"]},
         ),
     )
-    anonymous, _, _ = await _call(app, "post", "/orders")
-    reader, _, _ = await _call(app, "post", "/orders", READER)
+    anonymous, _, _ = await call(app, "post", "/orders")
+    reader, _, _ = await call(app, "post", "/orders", READER)
     assert anonymous == 401  # the default policy: a credential
     assert reader == 405  # the router refuses it; the endpoint never ran
     assert calls == []
@@ -189,8 +148,8 @@ async def test_the_option_templates_of_a_plain_app_match_any_case() -> None:
             AuthMiddleware, authenticators=[APIKeyAuth(keys=KEYS)], scopes={"POST /x": ["admin"]}
         ),
     )
-    refused, _, _ = await _call(app, "post", "/x", READER)
-    read, _, _ = await _call(app, "get", "/x", READER)
+    refused, _, _ = await call(app, "post", "/x", READER)
+    read, _, _ = await call(app, "get", "/x", READER)
     assert refused == 403
     assert read == 200
 
@@ -214,8 +173,8 @@ def _validated() -> Starlette:
 async def test_lowercase_method_gets_the_method_specific_validation(path: str) -> None:
     """`post` with a body the POST rule refuses gets 422, as POST would."""
     json_type = [(b"content-type", b"application/json")]
-    refused, _, _ = await _call(_validated(), "post", path, json_type, b'{"qty": 1}')
-    accepted, _, _ = await _call(_validated(), "post", path, json_type, b'{"sku": "A-1"}')
+    refused, _, _ = await call(_validated(), "post", path, json_type, b'{"qty": 1}')
+    accepted, _, _ = await call(_validated(), "post", path, json_type, b'{"sku": "A-1"}')
     assert refused == 422
     assert accepted == 200
 
@@ -223,7 +182,7 @@ async def test_lowercase_method_gets_the_method_specific_validation(path: str) -
 @pytest.mark.parametrize("method", ["get", "Get", "head", "delete", "options", "trace"])
 async def test_lowercase_no_body_method_with_a_body_is_refused(method: str) -> None:
     """`no_body_methods` holds in any case: a `get` with a body is a 413."""
-    status, _, body = await _call(
+    status, _, body = await call(
         _validated(), method, "/hook", [(b"content-type", b"application/json")], b'{"a": 1}'
     )
     assert status == 413
@@ -232,7 +191,7 @@ async def test_lowercase_no_body_method_with_a_body_is_refused(method: str) -> N
 
 async def test_lowercase_patch_with_a_wrong_type_gets_accept_patch() -> None:
     """RFC 5789 §2.2: a 415 to a PATCH lists Accept-Patch, in any case."""
-    status, headers, _ = await _call(
+    status, headers, _ = await call(
         _validated(), "patch", "/hook", [(b"content-type", b"text/plain")], b"x"
     )
     assert status == 415

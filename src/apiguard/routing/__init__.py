@@ -24,13 +24,15 @@ policies).
 from __future__ import annotations
 
 from apiguard.routing._framework import find_router, router_of
-from apiguard.routing._keys import normalize_template, parse_route_key, request_method
+from apiguard.routing._keys import WEBSOCKET, normalize_template, parse_route_key, request_method
 from apiguard.routing._policies import RoutePolicies
 from apiguard.routing._resolver import Resolver, resolve, resolver_for
-from apiguard.routing._tree import RouteMatch
+from apiguard.routing._tree import RouteInfo, RouteMatch
 
 __all__ = [
+    "WEBSOCKET",
     "Resolver",
+    "RouteInfo",
     "RouteMatch",
     "RoutePolicies",
     "find_router",

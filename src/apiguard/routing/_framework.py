@@ -11,46 +11,49 @@ API (each a pinned-version detail, covered by the differential tests):
   inclusion (`_EffectiveRouteContext`: `original_route`, `starlette_route`,
   `path_regex`, `path_format`, `param_convertors`, `methods`), and the
   low-priority frontend routes (`_low_priority_routes`,
-  `effective_low_priority_routes()`, `_match_low_priority()`, a group's
-  `_match()`, `frontend_prefix`).
+  `effective_low_priority_routes()`, `_iter_low_priority_routes()`,
+  `_match_low_priority()`, a group's `_match()` and `routes`, a frontend
+  route's `path` and `methods`, `frontend_prefix`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from starlette.convertors import Convertor
 from starlette.routing import Host, Match, Mount, Route, Router, WebSocketRoute
 
 from apiguard._types import Scope
 from apiguard.errors import ConfigError
-from apiguard.routing._keys import normalize_template
+from apiguard.routing._keys import WEBSOCKET, normalize_template
 from apiguard.routing._tree import (
     BOTH,
     HOST,
-    HTTP,
+    HTTP_ONLY,
     LEAF,
     MOUNT,
     OPAQUE,
-    WEBSOCKET,
+    WEBSOCKET_ONLY,
     Entry,
     Level,
     RouteMatch,
 )
 
 __all__ = [
+    "WEBSOCKET_METHODS",
     "compile_router",
     "find_router",
+    "frontend_routes",
     "low_priority",
     "route_path",
     "router_of",
     "runs_inside",
 ]
 
-#: A WebSocket route is reached by a GET handshake (RFC 6455 §4.1): keyed as GET.
-_HANDSHAKE = frozenset({"GET"})
+#: What a WebSocket route accepts: keyed `"WEBSOCKET /path"`, apart from HTTP GET.
+WEBSOCKET_METHODS: Final = frozenset({WEBSOCKET})
 #: How deep mounts may nest before a router mounted in itself is suspected.
 _MAX_DEPTH = 32
 
@@ -132,7 +135,7 @@ class _Compiler:
             for route in router.routes
         ):
             low = router
-        level = Level(bool(getattr(router, "redirect_slashes", False)), low)
+        level = Level(bool(getattr(router, "redirect_slashes", False)), low, prefix, host)
         self.routes(level, router.routes, prefix, host)
         self.depth -= 1
         return level
@@ -161,7 +164,7 @@ class _Compiler:
                 context.path_format,
                 context.param_convertors,
                 methods,
-                HTTP,
+                HTTP_ONLY,
                 prefix,
                 host,
             )
@@ -179,7 +182,7 @@ class _Compiler:
         prefix: str,
         host: str | None,
     ) -> None:
-        keyed = _HANDSHAKE if types is WEBSOCKET else methods
+        keyed = WEBSOCKET_METHODS if types is WEBSOCKET_ONLY else methods
         match = RouteMatch(prefix + path_format, host, keyed)
         level.add(Entry(LEAF, types, regex, methods, match), path_format, convertors)
 
@@ -192,7 +195,7 @@ class _Compiler:
                 route.path_format,
                 route.param_convertors,
                 methods,
-                HTTP,
+                HTTP_ONLY,
                 prefix,
                 host,
             )
@@ -203,7 +206,7 @@ class _Compiler:
                 route.path_format,
                 route.param_convertors,
                 None,
-                WEBSOCKET,
+                WEBSOCKET_ONLY,
                 prefix,
                 host,
             )
@@ -269,5 +272,24 @@ def low_priority(
     _, _, frontend = group._match(child_scope, prefix=prefix)
     if frontend is None:  # pragma: no cover - FULL implies a route
         return None
+    return _frontend_match(level, prefix, frontend)
+
+
+def _frontend_match(level: Level, prefix: str, frontend: Any) -> RouteMatch:
+    """A frontend route's match: everything under its path, as `/{path}`."""
     base = (prefix.rstrip("/") + frontend.path).rstrip("/")
-    return RouteMatch(base + "/{path}", None, frozenset(frontend.methods))
+    return RouteMatch(level.prefix + base + "/{path}", level.host, frozenset(frontend.methods))
+
+
+def frontend_routes(level: Level) -> list[RouteMatch]:
+    """A level's low-priority routes (FastAPI's frontends), in the order they are tried."""
+    router = level.low_priority
+    if router is None:
+        return []
+    found: list[RouteMatch] = []
+    for candidate in router._iter_low_priority_routes():
+        original = getattr(candidate, "original_route", None)
+        group = candidate if original is None else original
+        prefix = getattr(candidate, "frontend_prefix", "") if original is not None else ""
+        found += [_frontend_match(level, prefix, frontend) for frontend in group.routes]
+    return found

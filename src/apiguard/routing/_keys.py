@@ -10,6 +10,7 @@ from apiguard.errors import ConfigError
 
 __all__ = [
     "CANONICAL_METHODS",
+    "WEBSOCKET",
     "fold_method",
     "normalize_key",
     "normalize_template",
@@ -17,6 +18,11 @@ __all__ = [
     "request_method",
     "split_key",
 ]
+
+#: The pseudo-method of WebSocket route keys (`"WEBSOCKET /live"`): apart from
+#: any HTTP method, so that a page and a feed on one path are told apart. An
+#: HTTP request sending `WEBSOCKET` as its method never gets these keys' policy.
+WEBSOCKET: Final = "WEBSOCKET"
 
 #: The methods of RFC 9110 §9 and RFC 5789, as clients almost always send them:
 #: one set-membership test spares `upper()` on nearly every request.
@@ -40,7 +46,8 @@ def request_method(scope: Scope) -> str:
     case-sensitive app (Starlette's routes) answers 405 to it anyway.
     Refusing such requests instead would break clients the app accepts.
     The scope is never rewritten: the app sees what the client sent.
-    A WebSocket handshake is a GET (RFC 6455 §4.1).
+    A WebSocket handshake is a GET (RFC 6455 §4.1); its policy is looked
+    up under [`WEBSOCKET`][apiguard.routing.WEBSOCKET] instead.
     """
     method: str = scope.get("method", "GET")
     if method in CANONICAL_METHODS:

@@ -14,13 +14,14 @@ from apiguard.errors import ConfigError
 from apiguard.routing._framework import find_router, runs_inside
 from apiguard.routing._keys import (
     CANONICAL_METHODS,
+    WEBSOCKET,
     fold_method,
     parse_route_key,
     request_method,
     split_key,
 )
 from apiguard.routing._resolver import Resolver, app_resolver, resolve_with, resolver_for
-from apiguard.routing._tree import RouteMatch
+from apiguard.routing._tree import RouteInfo, RouteMatch
 
 __all__ = ["RoutePolicies"]
 
@@ -32,11 +33,14 @@ class RoutePolicies(Generic[P]):
 
     Args:
         option: The option's name, for error messages (`"routes"`, `"scopes"`).
-        routes: `"METHOD /template"` or `"/template"` keys to policies.
+        routes: `"METHOD /template"`, `"WEBSOCKET /template"` or `"/template"`
+            keys to policies.
         default: The policy of requests that reach no listed route.
 
-    A request's policy is looked up by method and route key, then (for HEAD)
-    as GET, then by route key alone; routes not listed get `default`. Once
+    A request's policy is looked up by its method (uppercased) and route
+    key, then (for HEAD) as GET, then by route key alone; a WebSocket
+    connection's by `WEBSOCKET` and route key, then by route key alone.
+    Routes not listed get `default`. Once
     [bound][apiguard.routing.RoutePolicies.bind] to an app with a Starlette
     router, the request is resolved as that router dispatches it, wherever
     the app is mounted; on a plain ASGI app, the listed templates themselves
@@ -61,10 +65,19 @@ class RoutePolicies(Generic[P]):
             self._raw[parsed] = raw_key
             self._targets.append(split_key(option, raw_key))
             self._policies[parsed] = policy
-        # route key -> {method or None: policy}: two dict gets per lookup.
+        # HTTP: route key -> {method or None: policy}, two dict gets per
+        # lookup. WebSocket: route key -> policy, its WEBSOCKET key's else
+        # its method-less one. Apart, so that no HTTP method reaches the other.
         self._by_key: dict[str, dict[str | None, P]] = {}
+        self._websocket: dict[str, P] = {}
         for (method, key), policy in self._policies.items():
-            self._by_key.setdefault(key, {})[method] = policy
+            if method == WEBSOCKET:
+                self._websocket[key] = policy
+            else:
+                self._by_key.setdefault(key, {})[method] = policy
+        for key, by_method in self._by_key.items():
+            if None in by_method:
+                self._websocket.setdefault(key, by_method[None])
         # The option's own templates, for an app without a router.
         self._templates: Resolver | None = None
         if self._policies:
@@ -105,23 +118,47 @@ class RoutePolicies(Generic[P]):
             self._router = None
             return
         resolver = self._router = resolver_for(router)
-        if not self._policies:
-            return
-        # One template often has several routes (FastAPI's @app.get and
-        # @app.post on "/orders"): known() unites their methods.
-        known = resolver.known()
-        accepted = {key: match.methods for key, match in known.items()}
+        if self._policies:
+            self._check(resolver.routes())
+
+    def _check(self, routes: list[RouteInfo]) -> None:
+        # One key often has several routes (FastAPI's @app.get and @app.post
+        # on "/orders", a page and a WebSocket on one path): unite them.
+        # Per key: the HTTP methods (None: any) and whether a WebSocket route is there.
+        accepted: dict[str, tuple[frozenset[str] | None, bool]] = {}
+        for info in routes:
+            http, websocket = accepted.get(info.key, (frozenset(), False))
+            if info.kind == "websocket":
+                websocket = True
+            elif http is not None:
+                http = None if info.methods is None else http | info.methods
+            accepted[info.key] = (http, websocket)
         for (method, key), raw_key in self._raw.items():
             if key not in accepted:
                 hint = difflib.get_close_matches(key, list(accepted), n=1)
                 suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
                 msg = f"{self.option}: route {raw_key!r} is not a route of the app{suggestion}"
                 raise ConfigError(msg)
-            allowed = accepted[key]
-            if method is not None and allowed is not None and method not in allowed:
-                listed = ", ".join(sorted(allowed))
+            http, websocket = accepted[key]
+            listed = ", ".join(sorted(http or ()) + ([WEBSOCKET] if websocket else []))
+            if method is None:
+                continue
+            if method == WEBSOCKET:
+                if websocket:
+                    continue
+                msg = f"{self.option}: route {raw_key!r} is not a WebSocket route (only {listed})"
+            elif http is None or method in http:
+                continue
+            elif not http and websocket:
+                # The old spelling: a WebSocket handshake is a GET (RFC 6455 §4.1).
+                target = split_key(self.option, raw_key)[1]
+                msg = (
+                    f"{self.option}: route {raw_key!r} is a WebSocket route: "
+                    f"use {f'{WEBSOCKET} {target}'!r}"
+                )
+            else:
                 msg = f"{self.option}: route {raw_key!r} does not accept {method} (only {listed})"
-                raise ConfigError(msg)
+            raise ConfigError(msg)
 
     def router_resolver(self, scope: Scope) -> Resolver | None:
         """The resolver of the router this request is resolved against, if there is one.
@@ -161,8 +198,7 @@ class RoutePolicies(Generic[P]):
         """The policy for the request in `scope`."""
         # The hot path of every per-route layer: the context's route read
         # inline (a call frame is a fifth of its cost).
-        by_key = self._by_key
-        if not by_key:
+        if not self._policies:
             return self.default
         resolver = self._router
         if resolver is not None:
@@ -175,11 +211,13 @@ class RoutePolicies(Generic[P]):
             match = self.match(scope)
         if match is None:
             return self.default
-        by_method = by_key.get(match.key)
+        method = scope.get("method")
+        if method is None:  # a WebSocket connection: its own keys
+            policy = self._websocket.get(match.key)
+            return self.default if policy is None else policy
+        by_method = self._by_key.get(match.key)
         if by_method is None:
             return self.default
-        # A WebSocket handshake is a GET: "GET /ws" keys apply to it.
-        method = scope.get("method", "GET")
         if method not in CANONICAL_METHODS:
             method = request_method(scope)  # `post` gets POST's policy
         policy = by_method.get(method)
@@ -217,10 +255,11 @@ def _fallback_resolver(option: str, keys: list[tuple[str | None, str]]) -> Resol
             by_target.setdefault(key, set()).add(method)  # type: ignore[union-attr]
 
     def leaves(path: str, methods: set[str] | None) -> list[BaseRoute]:
-        found: list[BaseRoute] = [
-            Route(path, _no_endpoint, methods=sorted(methods) if methods else None)
-        ]
-        if methods is None or "GET" in methods:  # a WebSocket handshake is a GET
+        found: list[BaseRoute] = []
+        http = None if methods is None else sorted(methods - {WEBSOCKET})
+        if http is None or http:
+            found.append(Route(path, _no_endpoint, methods=http))
+        if methods is None or WEBSOCKET in methods:
             found.append(WebSocketRoute(path, _no_endpoint))
         return found
 

@@ -10,21 +10,47 @@ from starlette.routing import Match, Router
 
 from apiguard._types import Scope
 from apiguard.context import CONTEXT_KEY, RequestContext, get_context
-from apiguard.routing._framework import compile_router, low_priority, route_path, router_of
-from apiguard.routing._tree import HOST, LEAF, MOUNT, OPAQUE, Entry, Level, RouteMatch
+from apiguard.routing._framework import (
+    WEBSOCKET_METHODS,
+    compile_router,
+    frontend_routes,
+    low_priority,
+    route_path,
+    router_of,
+)
+from apiguard.routing._tree import HOST, LEAF, MOUNT, OPAQUE, Entry, Level, RouteInfo, RouteMatch
 
-__all__ = ["Resolver", "app_resolver", "reset", "resolve", "resolve_with", "resolver_for"]
+__all__ = [
+    "Resolver",
+    "app_resolver",
+    "reset",
+    "resolve",
+    "resolve_with",
+    "resolver_for",
+]
 
 #: Paths (and Host headers) longer than this are resolved without the cache.
 _MAX_CACHED_PATH = 512
 
 
-def _walk(level: Level) -> Iterator[RouteMatch]:
+def _listed(level: Level) -> Iterator[RouteInfo]:
+    """A level's routes in dispatch order, mounted and included ones where they sit."""
     for entry in level.entries:
         if entry.child is not None:
-            yield from _walk(entry.child)
-        elif entry.match is not None:
-            yield entry.match
+            yield from _listed(entry.child)
+            continue
+        match = entry.match
+        if match is None:  # a route type without a template: nothing to name
+            continue
+        for kind in entry.types:
+            if kind == "websocket":
+                yield RouteInfo(
+                    WEBSOCKET_METHODS, match.key, "websocket", match.template, match.host
+                )
+            else:
+                yield RouteInfo(match.methods, match.key, "http", match.template, match.host)
+    for match in frontend_routes(level):
+        yield RouteInfo(match.methods, match.key, "http", match.template, match.host)
 
 
 class Resolver:
@@ -58,21 +84,33 @@ class Resolver:
                 if entry.child is not None:
                     stack.append(entry.child)
 
-    def known(self) -> dict[str, RouteMatch]:
-        """Every route the app has, by route key; for checking option keys.
+    def routes(self) -> list[RouteInfo]:
+        """Every route of the router, in dispatch order.
 
-        Routes that share a key (`GET /orders` and `POST /orders` declared
-        separately, as FastAPI does) are merged: their methods are united.
+        Mounts, sub-applications, `Host` routes and FastAPI's included
+        routers are walked where they sit; FastAPI's low-priority frontend
+        routes come last at their level, as they are tried. A mount of an
+        app without routes is one route, `"/prefix/{path}"`, listed for
+        HTTP and for WebSocket.
         """
         self._refresh()
+        return list(_listed(self._level))
+
+    def known(self) -> dict[str, RouteMatch]:
+        """Every route key the app has, with the methods its routes accept together.
+
+        Routes that share a key (`GET /orders` and `POST /orders` declared
+        separately, as FastAPI does, or a page and a WebSocket on one path)
+        are merged: their methods are united, `WEBSOCKET` included.
+        """
         known: dict[str, RouteMatch] = {}
-        for match in _walk(self._level):
-            seen = known.get(match.key)
+        for info in self.routes():
+            seen = known.get(info.key)
             if seen is None:
-                known[match.key] = match
+                known[info.key] = RouteMatch(info.template, info.host, info.methods)
             elif seen.methods is not None:
-                methods = None if match.methods is None else seen.methods | match.methods
-                known[match.key] = RouteMatch(seen.template, seen.host, methods)
+                methods = None if info.methods is None else seen.methods | info.methods
+                known[info.key] = RouteMatch(seen.template, seen.host, methods)
         return known
 
     def _refresh(self) -> None:

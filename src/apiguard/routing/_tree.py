@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from starlette.convertors import (
     FloatConvertor,
@@ -16,7 +16,7 @@ from starlette.convertors import (
 )
 from starlette.routing import BaseRoute
 
-__all__ = ["HOST", "LEAF", "MOUNT", "OPAQUE", "Entry", "Level", "RouteMatch"]
+__all__ = ["HOST", "LEAF", "MOUNT", "OPAQUE", "Entry", "Level", "RouteInfo", "RouteMatch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +45,34 @@ class RouteMatch:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    """One route of an app, as [`Resolver.routes`][apiguard.routing.Resolver.routes] lists it.
+
+    Attributes:
+        methods: The methods the route accepts (`None`: any); a WebSocket
+            route's are `{"WEBSOCKET"}`, the pseudo-method its keys use.
+        key: What a per-route option names: `host + template` under a
+            `Host`, else `template` (convertor types stripped, mount
+            prefixes included).
+        kind: `"http"` or `"websocket"`. A mount of an app without routes
+            takes both, and is listed once for each.
+        template: The full path template.
+        host: The `Host` pattern the route sits under, if any.
+    """
+
+    methods: frozenset[str] | None
+    key: str
+    kind: Literal["http", "websocket"]
+    template: str
+    host: str | None = None
+
+
 #: What an entry of a level is: a route, a mount, a `Host`, or a route type
 #: apiguard does not know (asked through its own `matches()`).
 LEAF, MOUNT, HOST, OPAQUE = range(4)
-HTTP: Final = ("http",)
-WEBSOCKET: Final = ("websocket",)
+HTTP_ONLY: Final = ("http",)
+WEBSOCKET_ONLY: Final = ("websocket",)
 BOTH: Final = ("http", "websocket")
 
 #: Convertors whose regex matches one non-empty path segment and nothing else.
@@ -85,12 +108,18 @@ class _Node:
 class Level:
     """One router's routes, in dispatch order, with a segment trie over them."""
 
-    __slots__ = ("always", "entries", "low_priority", "redirect_slashes", "root")
+    __slots__ = ("always", "entries", "host", "low_priority", "prefix", "redirect_slashes", "root")
 
-    def __init__(self, redirect_slashes: bool, low_priority: Any) -> None:
+    def __init__(
+        self, redirect_slashes: bool, low_priority: Any, prefix: str = "", host: str | None = None
+    ) -> None:
         self.entries: list[Entry] = []
         self.redirect_slashes = redirect_slashes
+        #: The router whose low-priority routes (FastAPI's frontends) come last.
         self.low_priority = low_priority
+        #: The mount prefix and `Host` of the router: what its routes' keys start with.
+        self.prefix = prefix
+        self.host = host
         self.root = _Node()
         self.always: list[int] = []
 
