@@ -26,7 +26,7 @@ from __future__ import annotations
 from apiguard.routing._framework import find_router, router_of
 from apiguard.routing._keys import WEBSOCKET, normalize_template, parse_route_key, request_method
 from apiguard.routing._policies import RoutePolicies
-from apiguard.routing._resolver import Resolver, resolve, resolver_for
+from apiguard.routing._resolver import Resolver, resolve, resolver_for, routes_of
 from apiguard.routing._tree import RouteInfo, RouteMatch
 
 __all__ = [
@@ -42,4 +42,5 @@ __all__ = [
     "resolve",
     "resolver_for",
     "router_of",
+    "routes_of",
 ]

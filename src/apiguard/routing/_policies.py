@@ -16,6 +16,7 @@ from apiguard.routing._keys import (
     CANONICAL_METHODS,
     WEBSOCKET,
     fold_method,
+    normalize_key,
     parse_route_key,
     request_method,
     split_key,
@@ -229,6 +230,42 @@ class RoutePolicies(Generic[P]):
                 if policy is None:
                     return self.default
         return policy
+
+    def get(self, method: str | None, key: str) -> P:
+        """The policy a request with `method` on the route keyed `key` gets, without a request.
+
+        The same precedence as a request's lookup: the method's policy, HEAD's
+        as GET, the route's method-less policy, the default. For reports and
+        API descriptions, over [`routes_of`][apiguard.routing.routes_of].
+
+        Args:
+            method: An HTTP method (any case), `"WEBSOCKET"` for a WebSocket
+                route, or `None` for the route's method-less policy.
+            key: A route key as [`RouteInfo.key`][apiguard.routing.RouteInfo]
+                gives it (convertor types may be written).
+
+        Examples:
+            >>> policies = RoutePolicies("scopes", {"POST /orders": "write", "/orders": "any"}, "-")
+            >>> policies.get("POST", "/orders"), policies.get("GET", "/orders")
+            ('write', 'any')
+            >>> policies.get("WEBSOCKET", "/orders"), policies.get("GET", "/items")
+            ('any', '-')
+        """
+        key = normalize_key(key)
+        if method is not None:
+            method = fold_method(method)
+            if method == WEBSOCKET:
+                policy = self._websocket.get(key)
+                return self.default if policy is None else policy
+        by_method = self._by_key.get(key)
+        if by_method is None:
+            return self.default
+        policy = by_method.get(method)
+        if policy is None and method == "HEAD":
+            policy = by_method.get("GET")
+        if policy is None:
+            policy = by_method.get(None)
+        return self.default if policy is None else policy
 
 
 _UNBOUND: Final = object()

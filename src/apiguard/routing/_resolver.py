@@ -13,6 +13,7 @@ from apiguard.context import CONTEXT_KEY, RequestContext, get_context
 from apiguard.routing._framework import (
     WEBSOCKET_METHODS,
     compile_router,
+    find_router,
     frontend_routes,
     low_priority,
     route_path,
@@ -27,6 +28,7 @@ __all__ = [
     "resolve",
     "resolve_with",
     "resolver_for",
+    "routes_of",
 ]
 
 #: Paths (and Host headers) longer than this are resolved without the cache.
@@ -250,6 +252,32 @@ def resolver_for(router: Router) -> Resolver:
     key = id(router)
     _resolvers[key] = (weakref.ref(router, lambda _: _resolvers.pop(key, None)), resolver)
     return resolver
+
+
+def routes_of(app: object) -> list[RouteInfo]:
+    """Every route of an app, in dispatch order, without a request.
+
+    For reports and API descriptions: what each route is keyed as, and what
+    a layer's [`RoutePolicies.get`][apiguard.routing.RoutePolicies.get]
+    gives there. The app's router is found as a layer finds it (following
+    `.app` links through middleware); an app without one has no routes to
+    list.
+
+    Args:
+        app: A Starlette or FastAPI app, a router, or middleware around one.
+
+    Returns:
+        One [`RouteInfo`][apiguard.routing.RouteInfo] per route and kind.
+
+    Examples:
+        >>> from starlette.applications import Starlette
+        >>> from starlette.routing import Route, WebSocketRoute
+        >>> app = Starlette(routes=[Route("/items/{id:int}", None), WebSocketRoute("/live", None)])
+        >>> [(r.kind, r.key) for r in routes_of(app)]
+        [('http', '/items/{id}'), ('websocket', '/live')]
+    """
+    router = find_router(app)
+    return resolver_for(router).routes() if router is not None else []
 
 
 def app_resolver(app: Any) -> Resolver | None:

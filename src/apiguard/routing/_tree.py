@@ -47,7 +47,7 @@ class RouteMatch:
 
 @dataclass(frozen=True, slots=True)
 class RouteInfo:
-    """One route of an app, as [`Resolver.routes`][apiguard.routing.Resolver.routes] lists it.
+    """One route of an app, as [`routes_of`][apiguard.routing.routes_of] lists it.
 
     Attributes:
         methods: The methods the route accepts (`None`: any); a WebSocket
