@@ -33,6 +33,7 @@ from apiguard import (
     guard,
 )
 from apiguard.routing import RouteMatch, resolve, resolver_for
+from apiguard.routing._resolver import resolve_with
 from apiguard.testing import FrozenClock
 from tests._layers import TagLayer
 from tests.auth._helpers import websocket
@@ -43,6 +44,7 @@ KEYS = {
     "k-reader-00000001": Principal(id="reader", scopes=["read"]),
     "k-admin-000000001": Principal(id="root", scopes=["admin"]),
 }
+GET_HEAD = frozenset({"GET", "HEAD"})
 READER = {"x-api-key": "k-reader-00000001"}
 ADMIN = {"x-api-key": "k-admin-000000001"}
 
@@ -253,29 +255,26 @@ async def test_layers_bound_to_different_routers_each_see_their_own_route() -> N
 
 
 def test_the_context_slot_is_keyed_by_resolver() -> None:
-    """Alternating resolvers on one scope: each answers its own route, never the other's."""
-    from apiguard.routing._resolver import resolve_with
-
+    """Resolvers alternating on one request's context: each answers its own route."""
     inner = Starlette(routes=[Route("/items/{item_id:int}", _tags)])
     outer = Starlette(routes=[Mount("/api", app=inner)])
     scope: dict[str, Any] = {
         "type": "http",
         "method": "GET",
         "path": "/api/items/7",
-        "root_path": "/api",
+        "root_path": "",
         "headers": [],
         "app": outer,
     }
+    context = get_context(scope)
     mine, theirs = resolver_for(inner.router), resolver_for(outer.router)
-    outer_scope = {**scope, "root_path": ""}
-    assert resolve(outer_scope) == RouteMatch(
-        "/api/items/{item_id}", None, frozenset({"GET", "HEAD"})
-    )
     for _ in range(2):
-        assert resolve_with(scope, mine) == RouteMatch(
-            "/items/{item_id}", None, frozenset({"GET", "HEAD"})
-        )
-        assert resolve_with(outer_scope, theirs).key == "/api/items/{item_id}"  # type: ignore[union-attr]
+        scope["root_path"] = ""  # as the outer app sees the request
+        assert resolve(scope) == RouteMatch("/api/items/{item_id}", None, GET_HEAD)
+        assert context.route_resolver is theirs
+        scope["root_path"] = "/api"  # as Mount hands it to the inner app
+        assert resolve_with(scope, mine) == RouteMatch("/items/{item_id}", None, GET_HEAD)
+        assert context.route_resolver is mine
 
 
 def test_an_outer_layer_sees_through_a_wrapped_mount() -> None:

@@ -48,6 +48,12 @@ def request_method(scope: Scope) -> str:
     The scope is never rewritten: the app sees what the client sent.
     A WebSocket handshake is a GET (RFC 6455 §4.1); its policy is looked
     up under [`WEBSOCKET`][apiguard.routing.WEBSOCKET] instead.
+
+    Examples:
+        >>> request_method({"type": "http", "method": "post"})
+        'POST'
+        >>> request_method({"type": "http", "method": "PROPFIND"})
+        'PROPFIND'
     """
     method: str = scope.get("method", "GET")
     if method in CANONICAL_METHODS:
