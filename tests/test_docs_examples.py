@@ -88,6 +88,16 @@ async def test_custom_layer_refuses_routes_under_maintenance() -> None:
     assert refused.json()["detail"] == "This resource is under maintenance."
 
 
+async def test_mounted_app_keeps_the_wrapped_apps_policies() -> None:
+    async with await _client("mounted_app") as client:
+        public = await client.get("/api/public")
+        reader = await client.get("/api/admin/stats", headers={"x-api-key": "k-reader-000001"})
+        admin = await client.get("/api/admin/stats", headers={"x-api-key": "k-admin-0000001"})
+    assert (public.status_code, public.text) == (200, "/api/public for anyone")
+    assert reader.status_code == 403
+    assert (admin.status_code, admin.text) == (200, "/api/admin/stats for admin")
+
+
 async def test_context_endpoint_reads_decisions() -> None:
     async with await _client("context_endpoint") as client:
         response = await client.get("/orders/3")

@@ -75,12 +75,10 @@ class FrozenClock:
 
 def reset_state() -> None:
     """Forget process-wide state between tests: the clock and the route caches."""
-    from apiguard import routing
+    from apiguard.routing import _resolver
 
     clock.reset()
-    routing._resolvers.clear()
-    routing._app_resolvers.clear()
-    routing._last_app = (None, None)
+    _resolver.reset()
 
 
 # --- tokens --------------------------------------------------------------------------

@@ -50,6 +50,16 @@ class MarkingApp:
             await send({"type": "websocket.close", "code": 1000})
 
 
+class Wrapper:
+    """A pure-ASGI middleware around a mounted app (as a layer wrapped around it)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
 def starlette_app() -> Starlette:
     sub = Starlette(
         routes=[
@@ -94,6 +104,17 @@ def starlette_app() -> Starlette:
                 ],
             ),
             Mount("/sub", app=sub),
+            Mount(
+                "/wrapped",
+                app=Wrapper(
+                    Starlette(
+                        routes=[
+                            Route("/w/{n:int}", endpoint("/wrapped/w/{n}"), methods=["GET"]),
+                            WebSocketRoute("/ws", ws_endpoint("/wrapped/ws")),
+                        ]
+                    )
+                ),
+            ),
             Mount("/static", app=MarkingApp("/static/{path}")),
             Mount("/m/{tenant}", routes=[Route("/dash", endpoint("/m/{tenant}/dash"))]),
             Host(
@@ -139,7 +160,7 @@ def fastapi_app() -> FastAPI:
     app.include_router(orders, prefix="/v2")
 
     legacy = Starlette(routes=[Route("/old/{n:int}", endpoint("/legacy/old/{n}"))])
-    app.mount("/legacy", legacy)
+    app.mount("/legacy", Wrapper(legacy))
     app.add_api_websocket_route("/ws", ws_endpoint("/ws"))
     return app
 

@@ -17,6 +17,8 @@ from urllib.parse import unquote
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from apiguard.routing import Resolver, router_of
 from tests.routing._apps import MARK, fastapi_app, fastapi_key, starlette_app
@@ -79,6 +81,8 @@ SEGMENTS = [
     "live",
     "legacy",
     "old",
+    "wrapped",
+    "w",
     "admin",
     "stats",
     "prices",
@@ -278,6 +282,8 @@ def _check(app: Any, scope: dict[str, Any]) -> None:
         ("GET", "/api/v2/things/3", "testserver", "/api/v2/things/{tid}"),
         ("GET", "/sub/x/5", "testserver", "/sub/x/{id}"),
         ("GET", "/sub/x", "testserver", None),  # the sub-app redirects
+        ("GET", "/wrapped/w/3", "testserver", "/wrapped/w/{n}"),  # through the wrapper
+        ("POST", "/wrapped/w/3", "testserver", None),  # 405 inside the wrapped app
         ("GET", "/static/css/site.css", "testserver", "/static/{path}"),
         ("GET", "/m/acme/dash", "testserver", "/m/{tenant}/dash"),
         ("GET", "/h/1", "API.EXAMPLE.COM:8080", "api.example.com/h/{x}"),
@@ -408,6 +414,38 @@ def test_fastapi_frontend_routes_resolve_last(tmp_path: Any) -> None:
         if path == "/health":
             expected = "/health"
         assert (resolved.key if resolved else None) == expected, path
+
+
+def test_fastapi_frontend_routes_of_a_mounted_app_keep_the_mount_prefix(tmp_path: Any) -> None:
+    """A frontend inside a mounted FastAPI app resolves under the mount, as it is served."""
+    (tmp_path / "index.html").write_text("<p>hi</p>")
+    sub = fastapi_app()
+    sub.router.frontend("/app", directory=tmp_path)
+    outer = Starlette(routes=[Mount("/sub", app=sub)])
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/sub/app/deep/link",
+        "root_path": "",
+        "headers": [(b"accept", b"text/html")],
+        "query_string": b"",
+    }
+    resolved = Resolver(outer.router).resolve_uncached(dict(scope))
+    assert resolved is not None
+    assert resolved.key == "/sub/app/{path}"
+    statuses: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    messages = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    asyncio.run(outer(dict(scope), receive, send))
+    assert statuses == [200]  # served by the frontend: a route that ran
 
 
 def test_router_without_redirects_resolves_slash_variant_to_none() -> None:

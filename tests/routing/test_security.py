@@ -82,9 +82,9 @@ async def _feed(websocket: WebSocket) -> None:
     await websocket.close()
 
 
-@pytest.mark.parametrize("key", ["/ws", "GET /ws"])
-async def test_websocket_routes_are_keyed_as_get_handshakes(key: str) -> None:
-    """`"GET /ws"` (the handshake is a GET) applies to WebSocket connections."""
+@pytest.mark.parametrize("key", ["/ws", "WEBSOCKET /ws"])
+async def test_websocket_routes_are_keyed_websocket(key: str) -> None:
+    """`"WEBSOCKET /ws"` (and `"/ws"`) apply to WebSocket connections."""
     app = guard(
         Starlette(routes=[WebSocketRoute("/ws", _feed)]),
         Middleware(AuthMiddleware, authenticators=[APIKeyAuth(keys=KEYS)], scopes={key: ["admin"]}),
@@ -94,9 +94,10 @@ async def test_websocket_routes_are_keyed_as_get_handshakes(key: str) -> None:
     assert not any(m["type"] == "websocket.send" for m in sent)
 
 
-def test_websocket_routes_refuse_other_methods_at_startup() -> None:
-    """A key like "POST /ws" could never apply: a start-up error, not a silent no-op."""
+@pytest.mark.parametrize("key", ["GET /ws", "POST /ws"])
+def test_websocket_routes_refuse_http_methods_at_startup(key: str) -> None:
+    """A key like "GET /ws" could never apply: a start-up error naming the WEBSOCKET form."""
     app = Starlette(routes=[WebSocketRoute("/ws", _feed)])
-    RoutePolicies("scopes", {"GET /ws": 1, "/ws": 2}, 0).bind(app.router)
-    with pytest.raises(ConfigError, match=r"'POST /ws' does not accept POST \(only GET\)"):
-        RoutePolicies("scopes", {"POST /ws": 1}, 0).bind(app.router)
+    RoutePolicies("scopes", {"WEBSOCKET /ws": 1, "/ws": 2}, 0).bind(app.router)
+    with pytest.raises(ConfigError, match=rf"'{key}' is a WebSocket route: use 'WEBSOCKET /ws'"):
+        RoutePolicies("scopes", {key: 1}, 0).bind(app.router)

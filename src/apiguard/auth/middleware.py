@@ -15,15 +15,7 @@ from apiguard.compose import checked_at_startup
 from apiguard.context import Decision, get_context, set_anonymous, set_principal
 from apiguard.layer import Options, checked
 from apiguard.problems import Problem, ProblemResponse
-from apiguard.routing import (
-    Resolver,
-    RoutePolicies,
-    find_router,
-    parse_route_key,
-    resolve,
-    resolver_for,
-    router_of,
-)
+from apiguard.routing import RoutePolicies, parse_route_key, request_method
 
 __all__ = ["AuthMiddleware"]
 
@@ -228,16 +220,8 @@ class AuthMiddleware:
                 for check in checks:
                     check.bind(app)
                 self._routes.bind(app)
-            self._find_router(app)
 
-        # The router this layer wraps, if any, for preflights when the scope
-        # names no app (the layer wrapped around an app rather than inside it).
-        self._router_resolver: Resolver | None = None
         self.app = checked_at_startup(app, bind)
-
-    def _find_router(self, app: ASGIApp) -> None:
-        router = find_router(app)
-        self._router_resolver = resolver_for(router) if router is not None else None
 
     def _scoped(self, names: frozenset[str], realm: str) -> _Policy:
         policy = _Policy(_REQUIRED, names)
@@ -262,7 +246,7 @@ class AuthMiddleware:
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        if kind == "http" and scope["method"] == "OPTIONS" and self._bare_preflight(scope):
+        if kind == "http" and request_method(scope) == "OPTIONS" and self._bare_preflight(scope):
             # A CORS preflight carries no credentials (Fetch standard §4.8).
             # Anonymous, as on a public route: what reads request.user works.
             context = get_context(scope)  # makes scope["state"] where missing
@@ -343,10 +327,9 @@ class AuthMiddleware:
             or get_header(scope, b"origin") is None
         ):
             return False
-        fallback = self._router_resolver
-        if fallback is None and router_of(scope.get("app")) is None:
+        if self._routes.router_resolver(scope) is None:
             return False
-        return resolve(scope, fallback) is None
+        return self._routes.match(scope) is None
 
     def _refusal(self, slot: _Slot, failure: Failure) -> tuple[Decision, ProblemResponse]:
         """The decision and response for a refused credential, built once per cause."""

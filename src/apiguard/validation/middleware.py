@@ -14,7 +14,7 @@ from apiguard.compose import checked_at_startup
 from apiguard.context import RequestContext, get_context
 from apiguard.layer import Options, checked
 from apiguard.problems import Problem, ProblemResponse
-from apiguard.routing import RoutePolicies
+from apiguard.routing import RoutePolicies, request_method
 from apiguard.validation._json import JSONRejected, parse_json
 from apiguard.validation._media import ALLOWED_JSON, ContentTypes
 from apiguard.validation._models import error_list, missing_body
@@ -200,7 +200,7 @@ class ValidationMiddleware:
                 return
         no_body = policy.no_body
         if no_body is None:
-            no_body = scope["method"] in self.no_body_methods
+            no_body = request_method(scope) in self.no_body_methods
         limit = 0 if no_body else policy.max_body_bytes
         # Content is certain with a non-zero Content-Length or chunked framing.
         # A declared length is always read and checked, 0 included. With
@@ -349,7 +349,7 @@ class ValidationMiddleware:
         self, scope: Scope, send: Send, context: RequestContext, policy: Policy, reason: str
     ) -> None:
         context.record(policy.decisions[reason])
-        if reason == "unsupported-media-type" and scope["method"] == "PATCH":
+        if reason == "unsupported-media-type" and request_method(scope) == "PATCH":
             reason = "unsupported-media-type-patch"
         await policy.responses[reason].send(scope, send)
 
