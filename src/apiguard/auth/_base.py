@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Final, Literal, TypeAlias
 
 from apiguard._types import Scope
+from apiguard.layer import SecurityScheme
 from apiguard.principal import Principal
 
 __all__ = [
@@ -142,6 +143,41 @@ class Authenticator(ABC):
     header_names: frozenset[bytes]
     locations: frozenset[str]
     error_codes: bool = False
+    #: What a bearer credential of this kind is, for API descriptions (`"JWT"`).
+    bearer_format: str | None = None
+
+    @property
+    def may_be_unavailable(self) -> bool:
+        """Whether checking may wait on something that can fail (a key server, a lookup): 503."""
+        return False
+
+    def security_schemes(self) -> tuple[SecurityScheme, ...]:
+        """The ways this authenticator reads a credential, as OpenAPI security schemes.
+
+        One per location: `Authorization: <scheme>` is an `http` scheme, a
+        header, query parameter or cookie an `apiKey` one. Named after the
+        authenticator (`"jwt"`), with the place when it reads several
+        (`"jwt_query"`).
+        """
+        schemes = []
+        several = len(self.locations) > 1
+        for location in sorted(self.locations):
+            kind, _, where = location.partition(":")
+            name = f"{self.name}_{kind}" if several else self.name
+            if kind == "authorization":
+                bearer = where == "bearer"
+                schemes.append(
+                    SecurityScheme(
+                        name,
+                        "http",
+                        scheme=where,
+                        bearer_format=self.bearer_format if bearer else None,
+                    )
+                )
+            else:
+                place: Literal["header", "query", "cookie"] = kind  # type: ignore[assignment]
+                schemes.append(SecurityScheme(name, "apiKey", location=place, parameter=where))
+        return tuple(schemes)
 
     @abstractmethod
     def find(self, headers: Mapping[bytes, list[bytes]], scope: Scope) -> bytes | Malformed | None:

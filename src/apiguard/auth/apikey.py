@@ -239,6 +239,11 @@ class APIKeyAuth(Authenticator):
         self._cache.put(digest, grant, clock.monotonic() + self._cache_ttl)
         return grant
 
+    @property
+    def may_be_unavailable(self) -> bool:
+        """A `lookup` can fail or time out: then 503."""
+        return self._lookup is not None
+
     def clear_cache(self) -> None:
         """Forget the keys found by `lookup` (after revoking one, say)."""
         self._cache.clear()

@@ -136,6 +136,7 @@ class JWTAuth(Authenticator):
     name = "jwt"
     scheme = "Bearer"
     error_codes = True
+    bearer_format = "JWT"
 
     @checked("JWTAuth")
     def __init__(
@@ -455,6 +456,11 @@ class JWTAuth(Authenticator):
         if expires is not None:
             self._cache.put(digest, (grant, key), expires)
         return grant
+
+    @property
+    def may_be_unavailable(self) -> bool:
+        """Remote keys or an async principal hook can fail: then 503."""
+        return self._remote or self._hook is not None
 
     # -- for tests and telemetry -------------------------------------------------
 

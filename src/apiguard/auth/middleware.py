@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Literal
 
 from apiguard._asgi import get_header
 from apiguard._types import ASGIApp, Receive, Scope, Send
 from apiguard.auth._base import MALFORMED, Authenticator, Failure, Grant
 from apiguard.compose import checked_at_startup
 from apiguard.context import Decision, get_context, set_anonymous, set_principal
-from apiguard.layer import Options, checked
+from apiguard.layer import (
+    Answer,
+    Description,
+    JSONValue,
+    Options,
+    Security,
+    SecurityScheme,
+    checked,
+)
 from apiguard.problems import Problem, ProblemResponse
 from apiguard.routing import RoutePolicies, parse_route_key, request_method
 
@@ -223,6 +232,46 @@ class AuthMiddleware:
 
         self.app = checked_at_startup(app, bind)
 
+    def describe(self, method: str, key: str) -> Description:
+        """Who may call route `key` with `method`, and what this layer may answer there."""
+        policy = self._routes.get(method, key)
+        schemes = _unique_schemes(self._slots)
+        auths: list[JSONValue] = [slot.auth.name for slot in self._slots]
+        summary: dict[str, JSONValue] = {"mode": policy.mode, "authenticators": auths}
+        if policy.mode is _PUBLIC:
+            return Description(
+                _LAYER, self.name, False, summary, security=Security("public", schemes)
+            )
+        scopes = tuple(sorted(policy.scopes))
+        if scopes:
+            summary["scopes"] = [*scopes]
+        challenge = ("WWW-Authenticate",)
+        answers = [
+            Answer(400, "invalid_request", challenge, description=_DETAIL_MALFORMED),
+            Answer(401, "invalid_token", challenge, description=_DETAIL_INVALID),
+        ]
+        if policy.mode is _REQUIRED:
+            answers[1] = Answer(
+                401, "invalid_token", challenge, description=f"{_DETAIL_MISSING} {_DETAIL_INVALID}"
+            )
+        if scopes:
+            answers.append(Answer(403, "insufficient_scope", challenge, description=_DETAIL_SCOPE))
+        if any(slot.auth.may_be_unavailable for slot in self._slots):
+            answers.append(
+                Answer(503, "unavailable", ("Retry-After",), description=_DETAIL_UNAVAILABLE)
+            )
+        mode: Literal["optional", "required"] = (
+            "optional" if policy.mode is _OPTIONAL else "required"
+        )
+        return Description(
+            _LAYER,
+            self.name,
+            True,
+            summary,
+            tuple(answers),
+            security=Security(mode, schemes, scopes),
+        )
+
     def _scoped(self, names: frozenset[str], realm: str) -> _Policy:
         policy = _Policy(_REQUIRED, names)
         listed = " ".join(sorted(names))
@@ -344,6 +393,20 @@ class AuthMiddleware:
         )  # fmt: skip
         slot.refusals[failure] = decision, response
         return decision, response
+
+
+def _unique_schemes(slots: Sequence[_Slot]) -> tuple[SecurityScheme, ...]:
+    """Every authenticator's schemes, named apart when two would share a name."""
+    schemes: list[SecurityScheme] = []
+    seen: set[str] = set()
+    for slot in slots:
+        for scheme in slot.auth.security_schemes():
+            name = scheme.name
+            if name in seen:
+                name = f"{name}_{slot.index}"
+            seen.add(name)
+            schemes.append(dataclasses.replace(scheme, name=name))
+    return tuple(schemes)
 
 
 def _check_authenticators(authenticators: object) -> list[Authenticator]:

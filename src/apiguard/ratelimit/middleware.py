@@ -12,7 +12,7 @@ from apiguard._types import ASGIApp, KeyFunc, Receive, Scope, Send
 from apiguard.compose import checked_at_startup
 from apiguard.context import AttributeValue, Decision, get_context
 from apiguard.errors import StorageError
-from apiguard.layer import Options
+from apiguard.layer import Answer, Description, JSONValue, Options
 from apiguard.problems import Problem, ProblemResponse
 from apiguard.ratelimit._config import (
     GENERAL,
@@ -21,7 +21,13 @@ from apiguard.ratelimit._config import (
     general_lookup,
     route_table,
 )
-from apiguard.ratelimit._policy import LimitSpec, Policy, PolicyBuilder, RoutePolicy
+from apiguard.ratelimit._policy import (
+    QUOTA_EXCEEDED,
+    LimitSpec,
+    Policy,
+    PolicyBuilder,
+    RoutePolicy,
+)
 from apiguard.ratelimit.headers import (
     LEGACY_LIMIT,
     LEGACY_REMAINING,
@@ -44,6 +50,15 @@ _LAYER: Final = "ratelimit"
 _UNAVAILABLE: Final = "store-unavailable"
 _UNAVAILABLE_DETAIL: Final = "Request limits cannot be checked right now; retry later."
 _KINDS: Final = frozenset({"http", "websocket"})
+_QUOTA_DESCRIPTION: Final = "Too many requests: a quota of this route is used up."
+
+
+def _quotas(policy: Policy) -> list[JSONValue]:
+    """A policy's quotas as the report shows them: `"ip-0: 100 per 60 s"`."""
+    return [
+        f"{name}: {quota.amount} per {quota.window} s"
+        for name, quota in zip(policy.names, policy.quotas, strict=True)
+    ]
 
 
 class RateLimitMiddleware:
@@ -217,6 +232,47 @@ class RateLimitMiddleware:
             inner = getattr(inner, "app", None)
             if inner is None:
                 return
+
+    def describe(self, method: str, key: str) -> Description:
+        """The policies that count requests of `method` on route `key`, and the 429 they give."""
+        route = self.routes.get(method, key)
+        summary: dict[str, JSONValue] = {
+            "key": repr(self.key),
+            "strategy": self.strategy,
+            "store": self.store.display,
+            "on_store_error": self.on_store_error,
+            "shadow": self.shadow,
+        }
+        if route.exempt:
+            summary["exempt"] = True
+            return Description(_LAYER, self.name, False, summary)
+        if route.policy is not None:
+            summary["policies"] = {"route": _quotas(route.policy)}
+        else:
+            general: dict[str, JSONValue] = {}
+            if self.default is not None:
+                general["default"] = _quotas(self.default)
+            for plan, policy in self.plans.items():
+                general[f"plan:{plan}"] = _quotas(policy)
+            for consumer, policy in self.overrides.items():
+                general[f"override:{consumer}"] = _quotas(policy)
+            summary["policies"] = general
+        if route.cost != 1:
+            summary["cost"] = route.cost
+        answers: list[Answer] = []
+        headers = ("Retry-After", "RateLimit") if self.headers else ("Retry-After",)
+        if not self.shadow:
+            answers.append(
+                Answer(429, "quota-exceeded", headers, QUOTA_EXCEEDED, _QUOTA_DESCRIPTION)
+            )
+        if self.on_store_error == "fail-closed":
+            answers.append(
+                Answer(503, _UNAVAILABLE, ("Retry-After",), description=_UNAVAILABLE_DETAIL)
+            )
+        added: tuple[str, ...] = ("RateLimit", "RateLimit-Policy") if self.headers else ()
+        if self.legacy_headers:
+            added += ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
+        return Description(_LAYER, self.name, True, summary, tuple(answers), response_headers=added)
 
     async def aclose(self) -> None:
         """Close the store's connections (the memory store has none).

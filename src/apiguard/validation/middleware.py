@@ -12,13 +12,15 @@ from apiguard._asgi import BodyTooLarge, ClientDisconnected, ReplayReceive, read
 from apiguard._types import ASGIApp, Receive, Scope, Send
 from apiguard.compose import checked_at_startup
 from apiguard.context import RequestContext, get_context
-from apiguard.layer import Options, checked
+from apiguard.layer import Answer, Description, JSONValue, Options, checked
 from apiguard.problems import Problem, ProblemResponse
-from apiguard.routing import RoutePolicies, request_method
+from apiguard.routing import WEBSOCKET, RoutePolicies, request_method
+from apiguard.routing._keys import fold_method
 from apiguard.validation._json import JSONRejected, parse_json
 from apiguard.validation._media import ALLOWED_JSON, ContentTypes
 from apiguard.validation._models import error_list, missing_body
 from apiguard.validation._policy import (
+    LAYER,
     UNPROCESSABLE,
     Policy,
     content_length,
@@ -39,6 +41,22 @@ _TRANSFER_ENCODING: Final = b"transfer-encoding"
 _CONTENT_ENCODING: Final = b"content-encoding"
 _FRAMING: Final = frozenset({_CONTENT_LENGTH, _CONTENT_TYPE, _TRANSFER_ENCODING, _CONTENT_ENCODING})
 _HTTP1: Final = frozenset({"1.0", "1.1"})
+#: Refusals about a body's content, which a route that takes no body never gives.
+_BODY_REASONS: Final = frozenset(
+    {
+        "content-too-large",
+        "unsupported-media-type",
+        "unsupported-media-type-patch",
+        "content-encoding",
+        "several-content-types",
+        "invalid-json",
+        "empty-json-body",
+        "invalid-utf-8",
+        "json-bom",
+        "json-too-deep",
+        "json-number-out-of-range",
+    }
+)
 
 
 class ValidationMiddleware:
@@ -151,6 +169,45 @@ class ValidationMiddleware:
                 self.routes.bind(app)
 
         self.app = checked_at_startup(app, bind)
+
+    def describe(self, method: str, key: str) -> Description:
+        """What requests of `method` on route `key` must be, and the refusals that follow."""
+        if method == WEBSOCKET:
+            return Description(LAYER, self.name, False, {"websocket": "passes through"})
+        policy = self.routes.get(method, key)
+        no_body = policy.no_body
+        if no_body is None:
+            no_body = fold_method(method) in self.no_body_methods
+        summary: dict[str, JSONValue] = {
+            "max_query_params": policy.max_query_params,
+            "max_query_bytes": policy.max_query_bytes,
+        }
+        if no_body:
+            summary["body"] = "none allowed"
+        else:
+            summary["max_body_bytes"] = policy.max_body_bytes
+            summary["content_types"] = list(policy.content_types.entries)
+            summary["max_json_depth"] = policy.max_json_depth
+        models = {"body": policy.body, "query": policy.query, "headers": policy.headers}
+        for part, model in models.items():
+            if model is not None:
+                summary[f"{part}_model"] = getattr(model.model, "__name__", repr(model.model))
+        answers = []
+        for reason, response in policy.responses.items():
+            if reason in _BODY_REASONS and no_body:
+                continue
+            if reason == "unsupported-media-type-patch" and fold_method(method) != "PATCH":
+                continue
+            if reason == "unsupported-media-type" and fold_method(method) == "PATCH":
+                continue
+            problem = response.problem
+            headers = tuple(name.decode().title() for name, _ in response.headers)
+            answers.append(
+                Answer(response.status, reason, headers, problem.type, problem.detail or "")
+            )
+        if any(model is not None for model in models.values()):
+            answers.append(Answer(422, "invalid", description=UNPROCESSABLE))
+        return Description(LAYER, self.name, True, summary, tuple(answers))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the request; refuse it, or pass it on with its body replayed."""
