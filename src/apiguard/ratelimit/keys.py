@@ -108,12 +108,12 @@ def by_ip(
     (logged once), never against none: a limiter that cannot tell clients
     apart limits them together rather than not at all.
 
-    Security: without `trusted_proxies`, `X-Forwarded-For` and `Forwarded`
-    are ignored, since any client can send them. List only proxies you run:
-    a trusted hop's header is believed. Only `proxy_header` is read, never
-    the other one: proxies append the client to the header they write and
-    pass the client's own copy of the other through, so reading whichever
-    is present would let a client pick its own key.
+    Security: the address is the core's
+    [`ClientAddress`][apiguard.address.ClientAddress]: without
+    `trusted_proxies` no forwarding header is read (any client can send
+    one), and with them only `proxy_header`, only from those peers. List
+    only proxies you run: a trusted hop's header is believed, and decides
+    the key.
 
     Args:
         trusted_proxies: CIDRs (`"10.0.0.0/8"`) or addresses of your
