@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: demo test lint typecheck docs docs-serve bench check clean
+.PHONY: demo test lint typecheck docs docs-serve bench bench-server bench-compare check clean
 
 # The virtual environment, re-made when pyproject.toml changes.
 $(BIN)/python:
@@ -44,6 +44,12 @@ docs-serve: $(VENV)/.dev
 
 bench: $(VENV)/.bench ## per-request cost of each layer, in µs
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+bench-server: $(VENV)/.bench ## the stack and the peers under uvicorn and wrk
+	$(BIN)/python -m benchmarks.server $(BENCH_ARGS)
+
+bench-compare: $(VENV)/.bench ## what moved between two saved runs: A=old.json B=new.json
+	$(BIN)/python -m benchmarks.compare $(A) $(B)
 
 check: test lint typecheck docs
 

@@ -40,3 +40,18 @@ async def test_ratelimit_cases_answer_as_named(
             assert await case.batch(3) > 0
     finally:
         await module.aclose()
+
+
+@pytest.mark.parametrize("name", ["bare", "stack-memory", "slowapi-middleware", "otel-asgi"])
+async def test_server_benchmark_apps_answer_the_load_generators_request(name: str) -> None:
+    """What `python -m benchmarks.server` serves answers its request with 200."""
+    import httpx
+    from benchmarks.apps import bench_token
+    from benchmarks.server_apps import APPS, DEFAULT_SECRET
+
+    app = APPS[name]()
+    token = bench_token(DEFAULT_SECRET.encode())
+    transport = httpx.ASGITransport(app, client=("127.0.0.1", 5000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        response = await client.get("/orders/42", headers={"authorization": f"Bearer {token}"})
+    assert response.status_code == 200

@@ -1,0 +1,77 @@
+"""Compare two saved runs: what moved beyond the noise.
+
+`python -m benchmarks.compare old.json new.json` (or `make bench-compare
+A=old.json B=new.json`) reads two files written by `python -m benchmarks
+--json FILE` and lists every case both have: its overhead over its baseline
+(or its own time, for a case without one) before and after, and a verdict.
+A case moved only when the change is larger than the noise of both runs:
+the interquartile ranges of its per-round samples, whichever is wider, and
+at least 0.5 µs (two runs on one machine an hour apart differ by about that
+much with nothing changed). Compare ratios to the bare app, not raw µs,
+between machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+#: Moves smaller than this are never called a change (µs).
+FLOOR_US = 0.5
+
+
+def _spread(samples: list[float]) -> float:
+    if len(samples) < 4:
+        return max(samples) - min(samples)
+    low, _, high = statistics.quantiles(samples, n=4)
+    return high - low
+
+
+def _cases(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        f"{suite}: {case['case']}": case
+        for suite, cases in document["suites"].items()
+        for case in cases
+    }
+
+
+def compare(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, float, float, str]]:
+    """`(case, before, after, verdict)` for every case of both runs."""
+    before, after = _cases(old), _cases(new)
+    rows = []
+    for name in before.keys() & after.keys():
+        a, b = before[name], after[name]
+        value_a = a.get("overhead_us", a["median_us"])
+        value_b = b.get("overhead_us", b["median_us"])
+        noise = max(_spread(a["samples_us"]), _spread(b["samples_us"]), FLOOR_US)
+        delta = value_b - value_a
+        if abs(delta) <= noise:
+            verdict = "same"
+        else:
+            verdict = "slower" if delta > 0 else "faster"
+        rows.append((name, value_a, value_b, verdict))
+    order = {"slower": 0, "faster": 1, "same": 2}
+    rows.sort(key=lambda row: (order[row[3]], row[0]))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__)
+    parser.add_argument("old", type=Path)
+    parser.add_argument("new", type=Path)
+    args = parser.parse_args(argv)
+    old, new = (json.loads(path.read_text()) for path in (args.old, args.new))
+    print(f"before: {old['environment']}\nafter:  {new['environment']}\n")
+    print("| case | before µs | after µs | change |")
+    print("|---|---:|---:|---|")
+    for name, a, b, verdict in compare(old, new):
+        mark = f"**{verdict}** ({b - a:+.2f})" if verdict != "same" else "same"
+        print(f"| {name} | {a:.2f} | {b:.2f} | {mark} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
