@@ -48,10 +48,7 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, float, 
         value_b = b.get("overhead_us", b["median_us"])
         noise = max(_spread(a["samples_us"]), _spread(b["samples_us"]), FLOOR_US)
         delta = value_b - value_a
-        if abs(delta) <= noise:
-            verdict = "same"
-        else:
-            verdict = "slower" if delta > 0 else "faster"
+        verdict = "same" if abs(delta) <= noise else ("slower" if delta > 0 else "faster")
         rows.append((name, value_a, value_b, verdict))
     order = {"slower": 0, "faster": 1, "same": 2}
     rows.sort(key=lambda row: (order[row[3]], row[0]))
