@@ -109,7 +109,7 @@ class TracingMiddleware:
         exclude: Route keys (`"GET /health"`) that get no span, no metrics
             and no audit record.
         trusted_proxies: Proxies whose `proxy_header` is believed for
-            `client.address` (see [`ClientAddress`][apiguard.address.ClientAddress]):
+            `client.address` (`apiguard.address.ClientAddress`):
             without them, proxy headers are ignored, since any client can send them.
         proxy_header: `"X-Forwarded-For"` or `"Forwarded"`.
         query: `"redact"` records `url.query` with the values of credential
