@@ -3,16 +3,27 @@
 Public, read and write routes with path, query and body parameters, kept in
 memory. `make demo` serves it on http://127.0.0.1:8000; each layer's guide
 shows how to put that layer in front of it.
+
+The demo's telemetry: Prometheus-format metrics on `/metrics` (through the
+OpenTelemetry Prometheus exporter), and its traces printed on the console
+when `APIGUARD_DEMO_TRACES=console` is set (`APIGUARD_DEMO_TRACES=console
+make demo`).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from fastapi import FastAPI, HTTPException, Query, status
+from fastapi import FastAPI, HTTPException, Query, Response, status
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.middleware import Middleware
 
@@ -22,6 +33,7 @@ from apiguard import (
     Principal,
     RateLimitMiddleware,
     Rules,
+    TracingMiddleware,
     ValidationMiddleware,
     by_principal,
     guard,
@@ -112,22 +124,56 @@ DEMO_KEYS = {
     ),
 }
 
+
+def demo_telemetry() -> tuple[TracerProvider | None, MeterProvider]:
+    """The demo's OpenTelemetry SDK: metrics for Prometheus, traces on the console on request."""
+    # The reader registers with prometheus_client's registry, which /metrics serves.
+    meter_provider = MeterProvider(metric_readers=[PrometheusMetricReader()])
+    tracer_provider = None
+    if os.environ.get("APIGUARD_DEMO_TRACES") == "console":
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    return tracer_provider, meter_provider
+
+
+def demo_app() -> FastAPI:
+    """The orders API with a Prometheus `/metrics` endpoint."""
+    api = create_app()
+
+    @api.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return api
+
+
+TRACER_PROVIDER, METER_PROVIDER = demo_telemetry()
+UNGUARDED = ["GET /health", "GET /metrics"]
+
 # The demo: the orders API behind apiguard's layers, on the in-memory defaults.
 app = guard(
-    create_app(),
+    demo_app(),
+    # Spans, metrics and the audit log of refusals; usage per plan.
+    Middleware(
+        TracingMiddleware,
+        tracer_provider=TRACER_PROVIDER,
+        meter_provider=METER_PROVIDER,
+        exclude=UNGUARDED,
+        consumer="plan",
+    ),
     # Per client address; writes are tighter; health checks are never limited.
     Middleware(
         RateLimitMiddleware,
         name="ip",
         limit="100/minute",
         routes={"POST /orders": "20/minute"},
-        exempt=["GET /health"],
+        exempt=UNGUARDED,
     ),
-    # Who is calling: demo API keys; health and the API docs are public.
+    # Who is calling: demo API keys; health, metrics and the API docs are public.
     Middleware(
         AuthMiddleware,
         authenticators=[APIKeyAuth(keys=DEMO_KEYS)],
-        public=["GET /health", "GET /docs", "GET /docs/oauth2-redirect", "GET /openapi.json"],
+        public=[*UNGUARDED, "GET /docs", "GET /docs/oauth2-redirect", "GET /openapi.json"],
         scopes={
             "GET /orders": ["orders:read"],
             "GET /orders/{order_id}": ["orders:read"],
@@ -142,7 +188,7 @@ app = guard(
         name="plan",
         key=by_principal(),
         plans={"free": "60/minute", "pro": "600/minute"},
-        exempt=["GET /health"],
+        exempt=UNGUARDED,
     ),
     # Bodies of 64 KiB at most; orders checked against OrderIn before FastAPI runs.
     Middleware(

@@ -9,7 +9,7 @@ import pytest
 pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.parametrize("suite", ["core", "routing", "auth", "stack"])
+@pytest.mark.parametrize("suite", ["core", "routing", "auth", "stack", "tracing"])
 async def test_benchmark_cases_answer_as_named(suite: str) -> None:
     module = importlib.import_module(f"benchmarks.{suite}")
     cases = module.cases()
@@ -55,3 +55,15 @@ async def test_server_benchmark_apps_answer_the_load_generators_request(name: st
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
         response = await client.get("/orders/42", headers={"authorization": f"Bearer {token}"})
     assert response.status_code == 200
+
+
+@pytest.mark.slow
+def test_tracing_configurations_each_run_in_a_process_of_their_own() -> None:
+    """No SDK, the SDK always on, 1 % ratio: one subprocess each, one table of every case."""
+    module = importlib.import_module("benchmarks.tracing")
+    results = module.run_suite(rounds=1, requests=3)
+    names = [result.case.name for result in results]
+    for config in module.CONFIGS:
+        assert f"[{config}] + apiguard TracingMiddleware" in names
+        assert f"[{config}] + opentelemetry-instrumentation-asgi" in names
+    assert module.summary(results).startswith("Targets:")

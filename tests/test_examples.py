@@ -123,3 +123,43 @@ async def test_demo_limits_writes_per_client() -> None:
         '"plan-0";q=60;w=60',
         '"ip-0";q=100;w=60',
     ]
+
+
+async def test_demo_serves_prometheus_metrics() -> None:
+    """The demo's /metrics: request durations by route template, refusals by layer, usage."""
+    from examples.orders import app
+
+    transport = httpx.ASGITransport(app, client=("192.0.2.41", 5000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        assert (await client.get("/orders/12345", headers=READER)).status_code == 404
+        assert (await client.get("/orders")).status_code == 401
+        scraped = await client.get("/metrics")
+    assert scraped.status_code == 200
+    assert scraped.headers["content-type"].startswith("text/plain")
+    text = scraped.text
+    assert 'http_route="/orders/{order_id}"' in text
+    assert "http_server_request_duration_seconds_bucket" in text
+    assert 'apiguard_reason="missing_credential"' in text
+    assert 'apiguard_consumer="free"' in text
+    assert "/orders/12345" not in text  # templates, never paths
+    assert 'http_route="/metrics"' not in text  # excluded
+
+
+@pytest.mark.slow
+def test_demo_prints_its_traces_on_request() -> None:
+    """`APIGUARD_DEMO_TRACES=console make demo`: each request's span on the console."""
+    server = Uvicorn(
+        "examples.orders:app", "--lifespan", "on", env={"APIGUARD_DEMO_TRACES": "console"}
+    )
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=5) as client:
+            assert client.get("/orders", headers=READER).status_code == 200
+            assert client.get("/orders/7").status_code == 401
+            scraped = client.get("/metrics").text
+    finally:
+        output = server.stop()
+    assert '"name": "GET /orders"' in output
+    assert '"name": "GET /orders/{order_id}"' in output
+    assert '"apiguard.reject.reason": "missing_credential"' in output
+    assert "http_server_request_duration_seconds_count" in scraped

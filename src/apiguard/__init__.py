@@ -20,6 +20,7 @@ from apiguard.ratelimit import (
     by_principal,
 )
 from apiguard.routing import RouteMatch, resolve
+from apiguard.tracing import TracingMiddleware
 from apiguard.validation import Rules, ValidationMiddleware
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "RouteMatch",
     "Rules",
     "StorageError",
+    "TracingMiddleware",
     "ValidationMiddleware",
     "by_api_key",
     "by_header",
