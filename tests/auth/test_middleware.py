@@ -178,6 +178,26 @@ async def test_missing_scope_gets_403_insufficient_scope(app: Starlette, rs256: 
     assert response.json()["scope"] == "orders:read orders:write"
 
 
+async def test_a_caller_refused_for_scope_is_known_to_telemetry(
+    app: Starlette, rs256: SigningKey
+) -> None:
+    """The 403's caller is in the context (telemetry, audit); the app never ran for it."""
+    from apiguard import get_context
+
+    seen: list[Any] = []
+
+    async def spy(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope)
+        await app(scope, receive, send)
+
+    token = rs256.token(claims(scope="orders:read"))
+    response = await call(spy, "/orders", bearer(token), method="POST")
+    assert response.status_code == 403
+    principal = get_context(seen[0]).principal
+    assert principal is not None
+    assert principal.id == "ada"
+
+
 async def test_api_key_without_scope_gets_403_without_a_bearer_challenge(app: Starlette) -> None:
     response = await call(app, "/orders", {"x-api-key": PARTNER_KEY}, method="POST")
     assert response.status_code == 403

@@ -48,10 +48,6 @@ JSON = {**WRITER, "content-type": "application/json"}
 POST = {"url": "/orders", "method": "POST"}
 WRONG = {"x-api-key": "k-wrong"}
 V = "validation"
-WRONG_415 = (
-    "validation/_policy.py keys the PATCH decision over the POST one: "
-    "a POST's 415 is recorded as 'unsupported-media-type-patch' (reported)"
-)
 
 
 @pytest.mark.parametrize(
@@ -61,10 +57,7 @@ WRONG_415 = (
         ({"url": "/orders/7", "headers": WRONG}, 401, "auth", "auth", "invalid_token"),
         ({**POST, "json": {}, "headers": READER}, 403, "auth", "auth", "insufficient_scope"),
         ({**POST, "content": b"x" * 300, "headers": JSON}, 413, V, V, "content-too-large"),
-        pytest.param(
-            {**POST, "content": b"a=1", "headers": BAD_TYPE}, 415, "validation", "validation",
-            "unsupported-media-type", marks=pytest.mark.xfail(reason=WRONG_415),
-        ),
+        ({**POST, "content": b"a=1", "headers": BAD_TYPE}, 415, V, V, "unsupported-media-type"),
         ({**POST, "json": {"sku": "A"}, "headers": WRITER}, 422, V, V, "invalid-body"),
     ],
 )  # fmt: skip

@@ -345,6 +345,8 @@ class AuthMiddleware:
                 return
             principal = result.principal
             if policy.scopes and not policy.scopes <= principal.scopes:
+                # Who was refused is known: telemetry and the audit log read it.
+                context.principal = principal
                 context.record(slot.scope)
                 await policy.forbidden[slot.index].send(scope, send)
                 return

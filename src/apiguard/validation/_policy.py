@@ -163,8 +163,10 @@ class Policy:
             "too-many-query-params": max_query_params,
         }
         self.allow = Decision(LAYER, "allow", name, policy=key)
+        # The PATCH variant of a 415 differs only in its Accept-Patch header:
+        # one decision, "unsupported-media-type", for both.
         self.decisions = {
-            reason.removesuffix("-patch"): Decision(
+            reason: Decision(
                 LAYER,
                 "reject",
                 name,
@@ -174,6 +176,7 @@ class Policy:
                 limit=limits.get(reason),
             )
             for reason, response in self.responses.items()
+            if not reason.endswith("-patch")
         }
         for reason in ("invalid-body", "invalid-query", "invalid-headers"):
             self.decisions[reason] = Decision(
