@@ -345,3 +345,24 @@ def test_readme_snippet_builds() -> None:
         "ValidationMiddleware",
     ]
     assert sum(1 for line in block.group(1).splitlines() if line.strip()) < 15
+
+
+async def test_ipfilter_example_filters_by_the_client_behind_the_proxy() -> None:
+    module = importlib.import_module("examples.ipfilter")
+
+    async def status(peer: str, path: str, forwarded: str | None = None, post: bool = False) -> int:
+        headers = {"x-forwarded-for": forwarded} if forwarded else {}
+        transport = httpx.ASGITransport(module.app, client=(peer, 4000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            method = "POST" if post else "GET"
+            return (await client.request(method, path, headers=headers)).status_code
+
+    balancer = "10.0.0.7"
+    assert await status(balancer, "/orders", "203.0.113.9") == 200
+    assert await status(balancer, "/orders", "192.0.2.4") == 403  # on the blocklist
+    assert await status(balancer, "/admin/stats", "10.20.3.4") == 200
+    assert await status(balancer, "/admin/stats", "10.20.99.4") == 403  # guest Wi-Fi
+    assert await status(balancer, "/admin/stats", "203.0.113.9") == 403
+    assert await status(balancer, "/webhooks/payments", "198.51.100.20", post=True) == 200
+    # Not the balancer: its X-Forwarded-For is ignored, and it is judged as itself.
+    assert await status("203.0.113.9", "/admin/stats", "10.20.3.4") == 403

@@ -14,6 +14,7 @@ from apiguard import (
     APIKeyAuth,
     AuthMiddleware,
     ConfigError,
+    IPFilterMiddleware,
     JWTAuth,
     Principal,
     RateLimitMiddleware,
@@ -52,6 +53,7 @@ def test_every_layer_describes_itself() -> None:
         AuthMiddleware(APP, authenticators=[KEYS]),
         RateLimitMiddleware(APP, limit="10/minute"),
         ValidationMiddleware(APP),
+        IPFilterMiddleware(APP),
     ]
     assert all(isinstance(layer, Describes) for layer in layers)
 
