@@ -381,3 +381,15 @@ def test_report_check_example_fails_until_the_routes_are_declared() -> None:
     unguarded = build_report(module.app).check()
     assert [f.route for f in unguarded] == ["GET /orders", "GET /metrics", "WEBSOCKET /feed"]
     assert build_report(module.fixed).check() == []
+
+
+async def test_openapi_example_serves_the_guards_in_its_schema() -> None:
+    from openapi_spec_validator import validate
+
+    async with await _client("openapi") as client:
+        schema = (await client.get("/openapi.json")).json()
+    validate(schema)
+    post = schema["paths"]["/notes"]["post"]
+    assert post["security"] == [{"api_key": ["write"]}]
+    assert post["responses"]["429"]["headers"]["Retry-After"]["required"] is True
+    assert "RateLimit" in post["responses"]["201"]["headers"]
