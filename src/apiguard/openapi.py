@@ -20,7 +20,7 @@ import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from apiguard.layer import Answer, Description, Security, SecurityScheme
+from apiguard.layer import Answer, Description, Security, SecurityScheme, reached
 from apiguard.problems import PROBLEM_JSON
 from apiguard.report import layers_of
 
@@ -183,8 +183,8 @@ def enrich_openapi(
         for method in _METHODS:
             operation = item.get(method)
             if isinstance(operation, dict):
-                descriptions = [layer.describe(method.upper(), path) for layer in layers]
-                enricher.operation(operation, descriptions)
+                described = [layer.describe(method.upper(), path) for layer in layers]
+                enricher.operation(operation, reached(described))
     if not components.get("securitySchemes"):
         components.pop("securitySchemes", None)
     return document

@@ -195,10 +195,9 @@ class HealthLike:
         await self.app(scope, receive, send)
 
     def describe(self, method: str, key: str) -> Description:
-        public = key == "/healthz"
-        return Description(
-            "health", "health", public, security=Security("public") if public else None
-        )
+        if key != "/healthz":
+            return Description("health", "health", False)
+        return Description("health", "health", security=Security("public"), handles=True)
 
 
 def test_layers_of_other_kinds_appear_through_their_descriptions() -> None:
@@ -212,7 +211,13 @@ def test_layers_of_other_kinds_appear_through_their_descriptions() -> None:
     async def healthz() -> dict[str, str]:
         return {}
 
-    guard(app, Middleware(HealthLike), Middleware(IdempotencyLike))
+    keys = APIKeyAuth(keys={"k-1234567890": Principal(id="a")})
+    guard(
+        app,
+        Middleware(HealthLike),
+        Middleware(AuthMiddleware, authenticators=[keys]),
+        Middleware(IdempotencyLike),
+    )
     schema = enrich_openapi(app.openapi(), app)
     validate(schema)
     payment = schema["paths"]["/payments"]["post"]
@@ -224,8 +229,11 @@ def test_layers_of_other_kinds_appear_through_their_descriptions() -> None:
         "description": "An sf-string key.",
     } in payment["parameters"]
     assert payment["responses"]["409"]["description"] == "A request with this key is in flight."
-    assert "security" not in payment  # no authentication layer speaks for it
-    assert schema["paths"]["/healthz"]["get"]["security"] == []
+    assert payment["security"] == [{"api_key": []}]
+    # The health layer answers /healthz itself: authentication never runs there.
+    health = schema["paths"]["/healthz"]["get"]
+    assert health["security"] == []
+    assert "401" not in health["responses"]
 
 
 def test_two_limiters_headers_reach_inner_refusals() -> None:

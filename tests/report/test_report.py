@@ -24,7 +24,7 @@ from apiguard import (
     ValidationMiddleware,
     guard,
 )
-from apiguard.layer import Description
+from apiguard.layer import Description, Security
 from apiguard.report import build_report, render_table
 from apiguard.report.cli import main
 from tests.report import _apps
@@ -196,3 +196,39 @@ def test_json_carries_every_description() -> None:
     }
     assert {a["status"] for a in auth["answers"]} == {400, 401}
     assert post["layers"][0]["response_headers"] == ["RateLimit", "RateLimit-Policy"]
+
+
+class HealthLike:
+    """A health layer that answers /healthz itself, before any layer inside it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+    def describe(self, method: str, key: str) -> Description:
+        if key != "/healthz":
+            return Description("health", "health", False)
+        return Description("health", "health", security=Security("public"), handles=True)
+
+
+def test_health_endpoints_count_as_public_and_stop_the_layers_inside() -> None:
+    app = guard(
+        Starlette(routes=[Route("/healthz", ok), Route("/orders", ok)]),
+        Middleware(HealthLike),
+        Middleware(RateLimitMiddleware, limit="10/minute"),
+        Middleware(AuthMiddleware, authenticators=[_apps.KEYS]),
+    )
+    report = build_report(app)
+    assert [(r.key, r.security) for r in report.routes] == [
+        ("/healthz", "public"),
+        ("/orders", "required"),
+    ]
+    assert report.check() == []
+    [finding] = report.check(require=["ratelimit"])
+    assert str(finding) == (
+        "GET /healthz: answered by health before any ratelimit layer (required for every route)"
+    )
+    table = render_table(report)
+    assert re.search(r"^GET +/healthz +health +on\n +ratelimit:default +not reached$", table, re.M)

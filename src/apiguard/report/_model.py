@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from apiguard.errors import ConfigError
-from apiguard.layer import Describes, Description
+from apiguard.layer import Describes, Description, reached
 from apiguard.report._stack import Layered, layers_of, mounted_layers
 from apiguard.routing import WEBSOCKET, parse_route_key, routes_of
 
@@ -57,9 +57,14 @@ class RouteReport:
         return f"{self.method} {self.key}"
 
     @property
+    def reached(self) -> tuple[Description, ...]:
+        """The descriptions of the layers a request reaches: up to one that answers it itself."""
+        return reached(self.descriptions)
+
+    @property
     def security(self) -> str | None:
         """The authentication decision (`"public"`, `"optional"`, `"required"`), if any."""
-        modes = [d.security.mode for d in self.descriptions if d.security is not None]
+        modes = [d.security.mode for d in self.reached if d.security is not None]
         if not modes:
             return None
         # Several authentication layers: the strictest decides.
@@ -163,8 +168,13 @@ def _exemptions(exempt: Iterable[str]) -> set[tuple[str | None, str]]:
 def _escapes(route: RouteReport, wanted: str) -> str | None:
     """Why `route` escapes the required layer `wanted` (`kind` or `kind:name`), or `None`."""
     kind, _, name = wanted.partition(":")
-    found = [d for d in route.descriptions if d.layer == kind and (not name or d.name == name)]
+    found = [d for d in route.reached if d.layer == kind and (not name or d.name == name)]
     if not found:
+        handler = route.reached[-1] if route.reached and route.reached[-1].handles else None
+        if handler is not None and len(route.reached) < len(route.descriptions):
+            return (
+                f"answered by {label(handler)} before any {wanted} layer (required for every route)"
+            )
         return f"no {wanted} layer in front of it (required for every route)"
     if not any(d.applies for d in found):
         return f"{label(found[0])} does not apply here (required for every route)"

@@ -69,7 +69,10 @@ def to_json(report: Report, findings: Sequence[Finding] | None = None) -> dict[s
                 "route": route.key,
                 "kind": route.kind,
                 "authentication": route.security,
-                "layers": [_description(d) for d in route.descriptions],
+                "layers": [
+                    {**_description(d), "reached": index < len(route.reached)}
+                    for index, d in enumerate(route.descriptions)
+                ],
             }
             for route in report.routes
         ],
@@ -115,7 +118,7 @@ def _shared(report: Report) -> dict[str, dict[str, JSONValue]]:
     applying: dict[str, list[Mapping[str, JSONValue]]] = {}
     everywhere: dict[str, list[Mapping[str, JSONValue]]] = {}
     for route in report.routes:
-        for description in route.descriptions:
+        for description in route.reached:
             everywhere.setdefault(label(description), []).append(description.summary)
             if description.applies:
                 applying.setdefault(label(description), []).append(description.summary)
@@ -157,7 +160,8 @@ def render_table(report: Report) -> str:
     Settings a layer has alike on every route where it applies are listed
     once, with the layer; each route's line shows what differs there (`on`:
     nothing). `off` marks a layer that does nothing on the route (a public
-    route, an exempt one), with what it says of the route.
+    route, an exempt one), with what it says of the route; `not reached`, a
+    layer inside one that answers the route itself (a health endpoint).
     """
     lines = [f"apiguard routes {report.app}", ""]
     if report.error is not None:
@@ -175,7 +179,11 @@ def render_table(report: Report) -> str:
     lines.append("")
     rows: list[tuple[str, str, str, str]] = [("METHOD", "ROUTE", "LAYER", "POLICY")]
     for route in report.routes:
-        cells = [(label(d), _cell(d, shared.get(label(d), {}))) for d in route.descriptions]
+        reach = len(route.reached)
+        cells = [
+            (label(d), _cell(d, shared.get(label(d), {})) if i < reach else "not reached")
+            for i, d in enumerate(route.descriptions)
+        ]
         for index, (layer, policy) in enumerate(cells or [("-", "no layer")]):
             first = index == 0
             rows.append((route.method if first else "", route.key if first else "", layer, policy))
