@@ -99,3 +99,8 @@ with_lifespan = guard(
 def make_app() -> Starlette:
     """A factory, for --factory."""
     return guard(Starlette(routes=routes()), Middleware(AuthMiddleware, authenticators=[KEYS]))
+
+
+#: A layer added without guard(): its options are checked only when the stack is built.
+unvalidated = Starlette(routes=routes())
+unvalidated.add_middleware(RateLimitMiddleware, limit="ten a minute")

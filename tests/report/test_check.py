@@ -146,3 +146,9 @@ def test_options_refused_at_import_are_reported_as_a_start_up_failure() -> None:
     assert status == 1
     assert "the app would not start: RateLimitMiddleware[name='default']: limit" in out
     assert "'ten a minute'" in err
+
+
+def test_options_refused_when_the_stack_is_built_are_reported() -> None:
+    status, out, _ = run("tests.report._apps:unvalidated")
+    assert status == 1
+    assert "the app would not start: RateLimitMiddleware[name='default']: limit" in out
