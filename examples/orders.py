@@ -38,6 +38,7 @@ from apiguard import (
     by_principal,
     guard,
 )
+from apiguard.openapi import guarded_openapi
 
 
 class LineIn(BaseModel):
@@ -54,6 +55,16 @@ class OrderIn(BaseModel):
     customer_email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
     lines: Annotated[list[LineIn], Field(min_length=1, max_length=100)]
     note: Annotated[str | None, Field(max_length=500)] = None
+
+
+class NotFound(BaseModel):
+    """The app's own 404 body (FastAPI's `HTTPException`)."""
+
+    detail: str
+
+
+#: The 404 each route on one order may answer, so that the schema documents it.
+MISSING = {404: {"model": NotFound, "description": "No order with this id."}}
 
 
 class Order(OrderIn):
@@ -84,7 +95,7 @@ def create_app() -> FastAPI:
         found = [o for o in orders.values() if state is None or o.status == state]
         return found[offset : offset + limit]
 
-    @app.get("/orders/{order_id}")
+    @app.get("/orders/{order_id}", responses=MISSING)
     async def get_order(order_id: int) -> Order:
         order = orders.get(order_id)
         if order is None:
@@ -100,13 +111,13 @@ def create_app() -> FastAPI:
         orders[created.id] = created
         return created
 
-    @app.post("/orders/{order_id}/cancel")
+    @app.post("/orders/{order_id}/cancel", responses=MISSING)
     async def cancel_order(order_id: int) -> Order:
         order = await get_order(order_id)
         order.status = "cancelled"
         return order
 
-    @app.delete("/orders/{order_id}", status_code=status.HTTP_204_NO_CONTENT)
+    @app.delete("/orders/{order_id}", status_code=status.HTTP_204_NO_CONTENT, responses=MISSING)
     async def delete_order(order_id: int) -> None:
         if orders.pop(order_id, None) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no order {order_id}")
@@ -150,6 +161,16 @@ def demo_app() -> FastAPI:
 TRACER_PROVIDER, METER_PROVIDER = demo_telemetry()
 UNGUARDED = ["GET /health", "GET /metrics"]
 
+#: Multiplies the demo's limits: the fuzzing test (schemathesis, from one
+#: address) sets ORDERS_LIMIT_SCALE=100 so that it explores more than 429s.
+SCALE = int(os.environ.get("ORDERS_LIMIT_SCALE", "1"))
+
+
+def per_minute(count: int) -> str:
+    """`count` requests a minute, scaled."""
+    return f"{count * SCALE}/minute"
+
+
 # The demo: the orders API behind apiguard's layers, on the in-memory defaults.
 app = guard(
     demo_app(),
@@ -165,8 +186,8 @@ app = guard(
     Middleware(
         RateLimitMiddleware,
         name="ip",
-        limit="100/minute",
-        routes={"POST /orders": "20/minute"},
+        limit=per_minute(100),
+        routes={"POST /orders": per_minute(20)},
         exempt=UNGUARDED,
     ),
     # Who is calling: demo API keys; health, metrics and the API docs are public.
@@ -187,7 +208,7 @@ app = guard(
         RateLimitMiddleware,
         name="plan",
         key=by_principal(),
-        plans={"free": "60/minute", "pro": "600/minute"},
+        plans={"free": per_minute(60), "pro": per_minute(600)},
         exempt=UNGUARDED,
     ),
     # Bodies of 64 KiB at most; orders checked against OrderIn before FastAPI runs.
@@ -195,3 +216,8 @@ app = guard(
         ValidationMiddleware, max_body_bytes=65_536, routes={"POST /orders": Rules(body=OrderIn)}
     ),
 )
+
+# The schema at /openapi.json documents the guards: the API key scheme and
+# each route's scopes, the refusals (401, 403, 413, 415, 422, 429, ...) in
+# problem details with their headers, the RateLimit fields.
+app.openapi = guarded_openapi(app)  # type: ignore[method-assign]

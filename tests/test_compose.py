@@ -156,3 +156,16 @@ def test_uvicorn_refuses_to_start_with_an_unknown_route() -> None:
     assert server.proc.returncode != 0
     assert "routes: route '/helth' is not a route of the app; did you mean '/health'?" in output
     assert "Application startup failed" in output
+
+
+def test_startup_error_finds_a_failed_check_in_a_chain() -> None:
+    """What `apiguard routes` reads to tell that an app would not start."""
+    from apiguard.compose import checked_at_startup, startup_error
+
+    def fail() -> None:
+        raise ConfigError("routes: route '/x' is not a route of the app")
+
+    inner = checked_at_startup(Starlette(), fail)
+    outer = checked_at_startup(inner)
+    assert str(startup_error(outer)) == "routes: route '/x' is not a route of the app"
+    assert startup_error(Starlette()) is None

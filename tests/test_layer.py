@@ -14,6 +14,7 @@ from apiguard import (
     APIKeyAuth,
     AuthMiddleware,
     ConfigError,
+    IPFilterMiddleware,
     JWTAuth,
     Principal,
     RateLimitMiddleware,
@@ -52,6 +53,7 @@ def test_every_layer_describes_itself() -> None:
         AuthMiddleware(APP, authenticators=[KEYS]),
         RateLimitMiddleware(APP, limit="10/minute"),
         ValidationMiddleware(APP),
+        IPFilterMiddleware(APP),
     ]
     assert all(isinstance(layer, Describes) for layer in layers)
 
@@ -146,3 +148,22 @@ def test_checked_names_the_owner_once() -> None:
 def test_option_errors_read_the_same_everywhere(check: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=rf"^Owner\[name='n'\]: {message}"):
         check(Options.of("Owner", "n"))
+
+
+@pytest.mark.anyio
+async def test_an_answers_headers_come_with_the_real_refusal() -> None:
+    """An API key's 403 carries no challenge (no RFC 6750 error codes): its answer says so."""
+    import httpx
+
+    keys = APIKeyAuth(keys={"k-reader-0001": Principal(id="reader", scopes=["read"])})
+    layer = AuthMiddleware(APP, authenticators=[keys], scopes={"POST /orders": ["write"]})
+    transport = httpx.ASGITransport(layer)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        refused = await client.post("/orders", headers={"x-api-key": "k-reader-0001"})
+    assert refused.status_code == 403
+    answers = [a for a in layer.describe("POST", "/orders").answers if a.status == 403]
+    assert answers
+    assert any(all(h.lower() in refused.headers for h in a.headers) for a in answers), (
+        [a.headers for a in answers],
+        dict(refused.headers),
+    )

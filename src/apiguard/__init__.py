@@ -10,6 +10,7 @@ from apiguard.auth import APIKeyAuth, AuthMiddleware, JWTAuth
 from apiguard.compose import guard
 from apiguard.context import Decision, RequestContext, get_context
 from apiguard.errors import ConfigError, StorageError
+from apiguard.ipfilter import IPFilterMiddleware
 from apiguard.principal import Principal
 from apiguard.problems import Problem, set_problem_formatter
 from apiguard.ratelimit import (
@@ -28,6 +29,7 @@ __all__ = [
     "AuthMiddleware",
     "ConfigError",
     "Decision",
+    "IPFilterMiddleware",
     "JWTAuth",
     "Principal",
     "Problem",

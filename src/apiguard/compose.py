@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from apiguard._types import ASGIApp, Message, Receive, Scope, Send
 from apiguard.errors import ConfigError
 
-__all__ = ["StartupCheck", "checked_at_startup", "guard"]
+__all__ = ["StartupCheck", "checked_at_startup", "guard", "startup_error"]
 
 S = TypeVar("S", bound=Starlette)
 
@@ -160,3 +160,21 @@ def checked_at_startup(app: ASGIApp, *checks: StartupCheck) -> ASGIApp:
         except ConfigError as error:
             return _FailedStartup(app, error)
     return app
+
+
+def startup_error(app: object, *, max_depth: int = 128) -> ConfigError | None:
+    """The error of the first failed start-up check in a middleware chain, if any.
+
+    Follows `.app` links from `app` (a built middleware stack, or a layer
+    wrapped around an app), as a request would pass through them, without
+    running the lifespan: for tools that check an app without serving it
+    (`apiguard routes`).
+    """
+    node: object = app
+    for _ in range(max_depth):
+        if isinstance(node, _FailedStartup):
+            return node.error
+        node = getattr(node, "app", None)
+        if node is None:
+            return None
+    return None

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import (
@@ -49,6 +49,7 @@ __all__ = [
     "SecurityScheme",
     "check_name",
     "checked",
+    "reached",
 ]
 
 P = ParamSpec("P")
@@ -336,6 +337,9 @@ class Description:
         request_headers: Request headers it reads there.
         response_headers: Headers it adds to the app's responses there
             (`"RateLimit"`).
+        handles: Whether the layer answers every request on the route
+            itself (a health endpoint): the layers inside it and the app
+            never see them, so the report and OpenAPI stop at it.
     """
 
     layer: str
@@ -346,6 +350,19 @@ class Description:
     security: Security | None = None
     request_headers: tuple[HeaderInfo, ...] = ()
     response_headers: tuple[str, ...] = ()
+    handles: bool = False
+
+
+def reached(descriptions: Sequence[Description]) -> tuple[Description, ...]:
+    """The descriptions (outermost first) of the layers a request on the route reaches.
+
+    Every one up to the first that [`handles`][apiguard.layer.Description]
+    the route itself, that one included.
+    """
+    for index, description in enumerate(descriptions):
+        if description.handles:
+            return tuple(descriptions[: index + 1])
+    return tuple(descriptions)
 
 
 @runtime_checkable

@@ -255,7 +255,14 @@ class AuthMiddleware:
                 401, "invalid_token", challenge, description=f"{_DETAIL_MISSING} {_DETAIL_INVALID}"
             )
         if scopes:
-            answers.append(Answer(403, "insufficient_scope", challenge, description=_DETAIL_SCOPE))
+            # RFC 6750 §3.1: bearer schemes challenge with insufficient_scope; the
+            # others (an API key) refuse without a challenge.
+            for with_challenge in (True, False):
+                if any(bool(slot.auth.error_codes) is with_challenge for slot in self._slots):
+                    headers = challenge if with_challenge else ()
+                    answers.append(
+                        Answer(403, "insufficient_scope", headers, description=_DETAIL_SCOPE)
+                    )
         if any(slot.auth.may_be_unavailable for slot in self._slots):
             answers.append(
                 Answer(503, "unavailable", ("Retry-After",), description=_DETAIL_UNAVAILABLE)
