@@ -19,22 +19,32 @@ from apiguard.ratelimit import (
     by_ip,
     by_principal,
 )
+from apiguard.resilience import (
+    CallableFallback,
+    Fallback,
+    ResponseFallback,
+    TimeoutMiddleware,
+)
 from apiguard.routing import RouteMatch, resolve
 from apiguard.validation import Rules, ValidationMiddleware
 
 __all__ = [
     "APIKeyAuth",
     "AuthMiddleware",
+    "CallableFallback",
     "ConfigError",
     "Decision",
+    "Fallback",
     "JWTAuth",
     "Principal",
     "Problem",
     "RateLimitMiddleware",
     "RequestContext",
+    "ResponseFallback",
     "RouteMatch",
     "Rules",
     "StorageError",
+    "TimeoutMiddleware",
     "ValidationMiddleware",
     "by_api_key",
     "by_header",

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from apiguard import RateLimitMiddleware
+from apiguard import RateLimitMiddleware, TimeoutMiddleware
 from apiguard.storage import RemoteStore
 from tests._layers import DeadlineLayer
 from tests._servers import RedisServer
@@ -99,3 +99,14 @@ async def test_without_a_deadline_the_store_timeout_bounds_the_call(
     assert response.status_code == 200
     assert elapsed < 3.0
     assert breaker_failures(layer) == 1
+
+
+async def test_behind_an_outer_timeout_the_client_gets_its_504_on_time(
+    own_redis: RedisServer, limited: Limited
+) -> None:
+    app = TimeoutMiddleware(limited(on_store_error="fail-closed"), timeout=0.3)
+    assert (await get(app))[0].status_code == 200
+    own_redis.freeze()
+    response, elapsed = await get(app)
+    assert response.status_code in (503, 504)  # whichever timer fired first: never a hang
+    assert elapsed < 3.0

@@ -1,0 +1,37 @@
+"""Fail-safe layers: deadlines and timeouts, retries with a budget, and fallbacks.
+
+- [`TimeoutMiddleware`][apiguard.TimeoutMiddleware]: a time budget per
+  route, the request's deadline in the context, 504 (or a fallback) on time.
+- Fallbacks ([`Fallback`][apiguard.Fallback]): a fixed response or a
+  function, served by the timeout here and by the circuit breaker and load
+  shedder.
+- [`request_deadline`][apiguard.resilience.request_deadline]: what is left
+  of the request's time, for the endpoint's own outbound calls.
+"""
+
+from __future__ import annotations
+
+from apiguard.resilience.dependencies import Deadline, request_deadline
+from apiguard.resilience.fallbacks import (
+    CallableFallback,
+    Fallback,
+    FallbackChain,
+    FallbackFunction,
+    FallbackReason,
+    ResponseFallback,
+    as_fallback,
+)
+from apiguard.resilience.timeout import TimeoutMiddleware
+
+__all__ = [
+    "CallableFallback",
+    "Deadline",
+    "Fallback",
+    "FallbackChain",
+    "FallbackFunction",
+    "FallbackReason",
+    "ResponseFallback",
+    "TimeoutMiddleware",
+    "as_fallback",
+    "request_deadline",
+]
