@@ -23,6 +23,7 @@ from apiguard.resilience import (
     CallableFallback,
     Fallback,
     ResponseFallback,
+    RetryMiddleware,
     TimeoutMiddleware,
 )
 from apiguard.routing import RouteMatch, resolve
@@ -41,6 +42,7 @@ __all__ = [
     "RateLimitMiddleware",
     "RequestContext",
     "ResponseFallback",
+    "RetryMiddleware",
     "RouteMatch",
     "Rules",
     "StorageError",

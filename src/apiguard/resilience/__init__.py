@@ -2,6 +2,9 @@
 
 - [`TimeoutMiddleware`][apiguard.TimeoutMiddleware]: a time budget per
   route, the request's deadline in the context, 504 (or a fallback) on time.
+- [`RetryMiddleware`][apiguard.RetryMiddleware]: re-runs idempotent requests
+  that failed before their response started, with jittered backoff and a
+  retry budget across requests.
 - Fallbacks ([`Fallback`][apiguard.Fallback]): a fixed response or a
   function, served by the timeout here and by the circuit breaker and load
   shedder.
@@ -11,6 +14,7 @@
 
 from __future__ import annotations
 
+from apiguard.resilience.budget import RetryBudget
 from apiguard.resilience.dependencies import Deadline, request_deadline
 from apiguard.resilience.fallbacks import (
     CallableFallback,
@@ -21,9 +25,11 @@ from apiguard.resilience.fallbacks import (
     ResponseFallback,
     as_fallback,
 )
+from apiguard.resilience.retry import IDEMPOTENT_METHODS, RetryMiddleware
 from apiguard.resilience.timeout import TimeoutMiddleware
 
 __all__ = [
+    "IDEMPOTENT_METHODS",
     "CallableFallback",
     "Deadline",
     "Fallback",
@@ -31,6 +37,8 @@ __all__ = [
     "FallbackFunction",
     "FallbackReason",
     "ResponseFallback",
+    "RetryBudget",
+    "RetryMiddleware",
     "TimeoutMiddleware",
     "as_fallback",
     "request_deadline",
