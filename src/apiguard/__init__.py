@@ -24,6 +24,7 @@ from apiguard.resilience import (
     Fallback,
     ResponseFallback,
     RetryMiddleware,
+    StaleIfError,
     TimeoutMiddleware,
 )
 from apiguard.routing import RouteMatch, resolve
@@ -45,6 +46,7 @@ __all__ = [
     "RetryMiddleware",
     "RouteMatch",
     "Rules",
+    "StaleIfError",
     "StorageError",
     "TimeoutMiddleware",
     "ValidationMiddleware",

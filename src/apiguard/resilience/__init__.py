@@ -5,9 +5,9 @@
 - [`RetryMiddleware`][apiguard.RetryMiddleware]: re-runs idempotent requests
   that failed before their response started, with jittered backoff and a
   retry budget across requests.
-- Fallbacks ([`Fallback`][apiguard.Fallback]): a fixed response or a
-  function, served by the timeout here and by the circuit breaker and load
-  shedder.
+- Fallbacks ([`Fallback`][apiguard.Fallback]): a fixed response, a function,
+  or the last good response (`stale-if-error`), served by the timeout here
+  and by the circuit breaker and load shedder.
 - [`request_deadline`][apiguard.resilience.request_deadline]: what is left
   of the request's time, for the endpoint's own outbound calls.
 """
@@ -26,6 +26,7 @@ from apiguard.resilience.fallbacks import (
     as_fallback,
 )
 from apiguard.resilience.retry import IDEMPOTENT_METHODS, RetryMiddleware
+from apiguard.resilience.stale import StaleIfError
 from apiguard.resilience.timeout import TimeoutMiddleware
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "ResponseFallback",
     "RetryBudget",
     "RetryMiddleware",
+    "StaleIfError",
     "TimeoutMiddleware",
     "as_fallback",
     "request_deadline",
