@@ -281,6 +281,33 @@ async def test_the_memory_store_is_bounded_in_entries(frozen: FrozenClock) -> No
     assert len(stale.kv) == 2
 
 
+class CountingStore(MemoryKeyValue):
+    """The memory store, counting its writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.puts = 0
+
+    async def put(self, key: str, value: bytes, ttl: float, **options: Any) -> bool:
+        self.puts += 1
+        return await super().put(key, value, ttl, **options)
+
+
+async def test_a_hot_get_is_written_once_a_second(frozen: FrozenClock) -> None:
+    script, contexts = Script(), []
+    stale = StaleIfError()
+    stale.kv = store = CountingStore()
+    async with client(stale_app(script, contexts, stale=stale)) as http:
+        for _ in range(10):
+            await http.get("/items")
+        assert store.puts == 1
+        frozen.advance(1)
+        await http.get("/items")
+        assert store.puts == 2
+        script.plan("/items", HANG)
+        assert (await http.get("/items")).json()["call"] == 11
+
+
 async def test_a_copy_that_is_not_a_response_is_declined(frozen: FrozenClock) -> None:
     script, contexts = Script(), []
     stale = StaleIfError()

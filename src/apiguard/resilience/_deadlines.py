@@ -82,13 +82,20 @@ class Run:
         self.cancelling = task.cancelling()
         self.started = False
         self.complete = False
-        self.status = 0
         self.expired = False
         self.finished = False
-        self.resumed = False
-        self.cancelled = False
-        self.overdue = False
-        self.answered: asyncio.Future[None] | None = None
+        # Set by `expire` (the rare path), never read before it:
+        self.status: int
+        self.resumed: bool
+        self.cancelled: bool
+        self.overdue: bool
+        self.answered: asyncio.Future[None]
+
+    def expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The time is up: from now on the app's messages are refused."""
+        self.expired = True
+        self.resumed = self.cancelled = self.overdue = False
+        self.answered = loop.create_future()
 
     async def __call__(self, message: Message) -> None:
         if self.expired:

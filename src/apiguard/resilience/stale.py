@@ -10,13 +10,14 @@ size, keyed so that a copy is never served to anyone it was not for.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
-from typing import Final
+from typing import Final, TypeAlias
 
 from apiguard._asgi import get_headers
 from apiguard._clock import clock
 from apiguard._types import ASGIApp, Message, Scope, Send
-from apiguard.context import CONTEXT_KEY, RequestContext, principal_of
+from apiguard.context import CONTEXT_KEY, RequestContext
 from apiguard.errors import StorageError
 from apiguard.layer import Answer, Options, checked
 from apiguard.resilience._stored import (
@@ -43,13 +44,24 @@ logger = logging.getLogger("apiguard.resilience")
 _NEVER_KEEP: Final = frozenset(
     {"private", "no-store", "no-cache", "must-revalidate", "proxy-revalidate"}
 )
-#: A copy is rewritten at most this often per key and process: a hot `GET`
-#: costs the store one write a second, not one per request.
+#: A copy (one URL, caller and variant) is rewritten at most this often per
+#: process: a hot `GET` costs the store one write a second, not one per
+#: request, and no copying in between.
 _REWRITE_AFTER: Final = 1.0
 _MEMO_SIZE: Final = 10_000
 _ANONYMOUS: Final = b"\x00anonymous"
 _READS: Final = frozenset({"GET", "HEAD"})
 _DETAIL: Final = {"timeout": b"timeout", "breaker": b"breaker", "shed": b"shed"}
+
+
+#: Host, path, query, caller: what a copy is kept for, before its `Vary`.
+_Ident: TypeAlias = tuple[bytes, bytes, bytes, bytes]
+#: The values of the request headers a `Vary` names, as sent (absent: empty).
+_Values: TypeAlias = tuple[tuple[bytes, ...], ...]
+
+
+def _values(scope: Scope, names: tuple[bytes, ...]) -> _Values:
+    return tuple(tuple(get_headers(scope, name)) for name in names)
 
 
 class _Route:
@@ -175,7 +187,11 @@ class StaleIfError(Fallback):
         else:
             self.kv = MemoryKeyValue(max_entries=entries, max_bytes=size)
             self.store_display = "memory://"
-        self._memo: dict[str, float] = {}
+        #: What this process last wrote for each URL and caller: the request
+        #: headers its copies vary on, and when the copy was written (for a
+        #: copy without `Vary`); then when each variant was written.
+        self._memo: dict[_Ident, tuple[tuple[bytes, ...], float]] = {}
+        self._variants: dict[tuple[_Ident, _Values], float] = {}
 
     # --- the fallback protocol -------------------------------------------------------
 
@@ -210,8 +226,13 @@ class StaleIfError(Fallback):
             for status in sorted(self.statuses)
         )
 
-    def _caller(self, scope: Scope, *, keeping: bool) -> tuple[bytes, bytes] | None:
-        """`(host, principal part)` when copies may be kept (or served) for this request."""
+    def _ident(self, scope: Scope, *, keeping: bool) -> _Ident | None:
+        """What a copy for this request is kept under, or `None` when none may be.
+
+        Host, path, query and caller, read from fields that routing never
+        rewrites (`raw_path`, not `root_path`), so that the layer finds the
+        same copy when it serves as when it kept.
+        """
         host = b""
         authorization = False
         for name, value in scope["headers"]:
@@ -225,40 +246,61 @@ class StaleIfError(Fallback):
                 # (no-cache: the client wants no reuse without validation).
                 if "no-store" in directives or (not keeping and "no-cache" in directives):
                     return None
-        principal = principal_of(scope)
+        context: RequestContext | None = scope.get(CONTEXT_KEY)
+        principal = context.principal if context is not None else None
         route = self.routes.lookup(scope) if self._route_checks or principal else None
         if route is not None and not route.kept:
             return None
         if principal is None:
-            # A credential no layer turned into a principal: no key to keep it apart.
-            return None if authorization else (host, _ANONYMOUS)
-        if route is None or not route.authenticated:
+            if authorization:
+                return None  # a credential no layer turned into a principal: no key for it
+            caller = _ANONYMOUS
+        elif route is None or not route.authenticated:
             return None
-        method = principal.method or ""
-        return host, f"{len(method)}:{method}:{principal.id}".encode()
-
-    def _key(self, scope: Scope, host: bytes, caller: bytes) -> str:
+        else:
+            method = principal.method or ""
+            caller = f"{len(method)}:{method}:{principal.id}".encode()
         target: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
-        return primary_key(self.name, host, target, scope.get("query_string", b""), caller)
+        return host, target, scope.get("query_string", b""), caller
+
+    def _wrote(self, scope: Scope, ident: _Ident, vary: list[bytes]) -> None:
+        memo, variants = self._memo, self._variants
+        if len(memo) >= _MEMO_SIZE or len(variants) >= _MEMO_SIZE:
+            memo.clear()
+            variants.clear()
+        now = clock.monotonic()
+        if vary:
+            names = tuple(vary)
+            memo[ident] = (names, -math.inf)
+            variants[ident, _values(scope, names)] = now
+        else:
+            memo[ident] = ((), now)
 
     def watch(self, scope: Scope, send: Send) -> Send:
         """Keep the response to this `GET` if it turns out good."""
         if scope.get("method") != "GET":  # the method as sent: `get` is not GET here
             return send
-        caller = self._caller(scope, keeping=True)
-        if caller is None:
+        ident = self._ident(scope, keeping=True)
+        if ident is None:
             return send
-        return _Keeper(self, scope, send, self._key(scope, *caller))
+        entry = self._memo.get(ident)
+        if entry is not None:
+            names, written = entry
+            if names:
+                written = self._variants.get((ident, _values(scope, names)), -math.inf)
+            if clock.monotonic() - written < _REWRITE_AFTER:
+                return send  # kept less than a second ago: no copy of this one
+        return _Keeper(self, scope, send, ident)
 
     async def serve(self, scope: Scope, reason: FallbackReason, send: Send) -> bool:
         """Send the kept copy for this request, if there is one still in its window."""
         method = request_method(scope)
         if method not in _READS:
             return False
-        caller = self._caller(scope, keeping=False)
-        if caller is None:
+        ident = self._ident(scope, keeping=False)
+        if ident is None:
             return False
-        key = self._key(scope, *caller)
+        key = primary_key(self.name, *ident)
         try:
             data = await self.kv.get(key, timeout=self.timeout)
             if data is not None and data[:4] == VARY_MARK:
@@ -293,20 +335,13 @@ class StaleIfError(Fallback):
 
     # --- keeping ---------------------------------------------------------------------
 
-    def _fresh_enough(self, key: str) -> bool:
-        """Whether the copy under `key` was written by this process less than a second ago."""
-        memo = self._memo
-        now = clock.monotonic()
-        written = memo.get(key)
-        if written is not None and now - written < _REWRITE_AFTER:
-            return True
-        if len(memo) >= _MEMO_SIZE:
-            memo.clear()
-        memo[key] = now
-        return False
-
     async def keep(
-        self, scope: Scope, key: str, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+        self,
+        scope: Scope,
+        ident: _Ident,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
     ) -> None:
         """Store a good response (called once it has been sent whole)."""
         directives = cache_control(value for name, value in headers if name == b"cache-control")
@@ -335,9 +370,8 @@ class StaleIfError(Fallback):
         if window <= 0:
             return
         vary.sort()
+        key = primary_key(self.name, *ident)
         target = variant_key(key, vary, scope["headers"]) if vary else key
-        if self._fresh_enough(target):
-            return
         context: RequestContext | None = scope.get(CONTEXT_KEY)
         timeout = self.timeout if context is None else context.bound(self.timeout)
         if timeout <= 0.0:
@@ -352,8 +386,9 @@ class StaleIfError(Fallback):
                 await self.kv.put(key, encode_vary(vary), ttl, timeout=timeout)
             await self.kv.put(target, record, ttl, timeout=timeout)
         except StorageError as exc:
-            self._memo.pop(target, None)
             logger.debug("apiguard: a stale copy was not kept (%s)", exc)
+            return
+        self._wrote(scope, ident, vary)
 
     def __repr__(self) -> str:
         return f"StaleIfError(storage={self.store_display!r}, ttl={self.ttl:g}, name={self.name!r})"
@@ -362,13 +397,19 @@ class StaleIfError(Fallback):
 class _Keeper:
     """The `send` of one `GET`: forwards everything, keeps a copy of a good response."""
 
-    __slots__ = ("_body", "_headers", "_key", "_scope", "_send", "_size", "_stale", "_status")
+    __slots__ = ("_body", "_headers", "_ident", "_scope", "_send", "_size", "_stale", "_status")
 
-    def __init__(self, stale: StaleIfError, scope: Scope, send: Send, key: str) -> None:
+    def __init__(
+        self,
+        stale: StaleIfError,
+        scope: Scope,
+        send: Send,
+        ident: tuple[bytes, bytes, bytes, bytes],
+    ) -> None:
         self._stale = stale
         self._scope = scope
         self._send = send
-        self._key = key
+        self._ident = ident
         self._status = 0
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] | None = None
@@ -399,5 +440,5 @@ class _Keeper:
         if not more and self._body is not None:
             self._body = None
             await self._stale.keep(
-                self._scope, self._key, self._status, self._headers, b"".join(body)
+                self._scope, self._ident, self._status, self._headers, b"".join(body)
             )

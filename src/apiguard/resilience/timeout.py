@@ -142,6 +142,9 @@ class TimeoutMiddleware:
         self._watches = self.fallback is not None and self.fallback.watches
         self._skip = Decision(_LAYER, "skip", self.name, "no-timeout")
         self._overdue = 0
+        #: The tasks answering for timed-out requests: the loop keeps only
+        #: weak references to tasks, and one must not vanish mid-answer.
+        self._answering: set[asyncio.Task[None]] = set()
 
         def bind() -> None:
             with options.checking():
@@ -214,10 +217,13 @@ class TimeoutMiddleware:
         try:
             await self.app(scope, receive, run)
         except BaseException as exc:
-            run.resumed = True
+            run.finished = True
+            context.deadline = previous
             if not run.expired:
+                run.forget()
                 context.record(budget.allowed)  # the app's own error, in time
                 raise
+            run.resumed = True
             if run.cancelled:
                 run.cancelled = False
                 # Ours alone to swallow (as asyncio.timeout does): another
@@ -229,20 +235,18 @@ class TimeoutMiddleware:
             elif not isinstance(exc, Expired):
                 logger.debug("apiguard: the app raised after its time was up", exc_info=exc)
         else:
+            run.finished = True
+            context.deadline = previous
+            if not run.expired:
+                run.forget()
+                context.record(budget.allowed)
+                return
             run.resumed = True
             if run.cancelled:  # the app swallowed the cancellation
                 run.cancelled = False
                 task.uncancel()
-        finally:
-            run.finished = True
-            context.deadline = previous
-        if not run.expired:
-            run.forget()
-            context.record(budget.allowed)
-            return
-        answered = run.answered
-        if answered is not None and not answered.done():
-            await answered
+        if not run.answered.done():
+            await run.answered
         if run.overdue:
             self._overdue -= 1
         run.forget()
@@ -259,13 +263,14 @@ class TimeoutMiddleware:
         task = run.task
         if task is None:  # pragma: no cover - finished runs are dropped before
             return
-        run.expired = True
-        run.answered = task.get_loop().create_future()
-        task.get_loop().create_task(self._time_up(run, task))
+        loop = task.get_loop()
+        run.expire(loop)
+        answering = loop.create_task(self._time_up(run, task))
+        self._answering.add(answering)
+        answering.add_done_callback(self._answering.discard)
 
     async def _time_up(self, run: Run, task: asyncio.Task[Any]) -> None:
         """Cancel the app, answer in its place, and mind a thread that outlives the request."""
-        answered = run.answered
         thread = holds_thread(task)
         if not thread:
             self._cancel(run, task)
@@ -283,8 +288,8 @@ class TimeoutMiddleware:
         except Exception:  # never a 500, never a hang: log and let the request end
             logger.exception("apiguard: the timeout's answer failed")
         finally:
-            if answered is not None and not answered.done():
-                answered.set_result(None)
+            if not run.answered.done():
+                run.answered.set_result(None)
         delay = _POLL_FIRST
         while thread and not run.finished:
             await asyncio.sleep(delay)
