@@ -24,6 +24,7 @@ from apiguard.resilience.fallbacks import (
     FallbackReason,
     ResponseFallback,
     as_fallback,
+    fallback_decision,
 )
 from apiguard.resilience.retry import IDEMPOTENT_METHODS, RetryMiddleware
 from apiguard.resilience.stale import StaleIfError
@@ -43,5 +44,6 @@ __all__ = [
     "StaleIfError",
     "TimeoutMiddleware",
     "as_fallback",
+    "fallback_decision",
     "request_deadline",
 ]

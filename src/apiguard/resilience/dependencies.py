@@ -35,9 +35,28 @@ class Deadline:
         """Seconds left (never below 0), or `None` without a deadline."""
         return self._context.remaining()
 
-    def bound(self, timeout: float) -> float:
-        """`timeout`, or what is left when that is less: for a client's `timeout=` option."""
-        return self._context.bound(timeout)
+    def bound(self, timeout: float, *, reserve: float = 0.0) -> float:
+        """`timeout`, or what is left (less `reserve`) when that is less; never below 0.
+
+        For a client's `timeout=` option. `reserve` keeps time back for the
+        endpoint to answer after the call gives up (a degraded answer rather
+        than the layer's 504).
+
+        Examples:
+            >>> from apiguard.context import RequestContext
+            >>> from apiguard.testing import FrozenClock
+            >>> with FrozenClock(monotonic=100.0):
+            ...     context = RequestContext()
+            ...     context.deadline = 101.0
+            ...     deadline = Deadline(context)
+            ...     deadline.bound(5.0), deadline.bound(5.0, reserve=0.25), deadline.bound(0.5)
+            (1.0, 0.75, 0.5)
+        """
+        left = self._context.remaining()
+        if left is None:
+            return timeout
+        left -= reserve
+        return max(min(timeout, left), 0.0)
 
     @property
     def expired(self) -> bool:
