@@ -17,7 +17,9 @@ from apiguard import (
     JWTAuth,
     Principal,
     RateLimitMiddleware,
+    RetryMiddleware,
     Rules,
+    TimeoutMiddleware,
     ValidationMiddleware,
 )
 from apiguard.layer import Describes, Options, SecurityScheme, checked
@@ -52,6 +54,8 @@ def test_every_layer_describes_itself() -> None:
         AuthMiddleware(APP, authenticators=[KEYS]),
         RateLimitMiddleware(APP, limit="10/minute"),
         ValidationMiddleware(APP),
+        TimeoutMiddleware(APP),
+        RetryMiddleware(APP),
     ]
     assert all(isinstance(layer, Describes) for layer in layers)
 
