@@ -21,6 +21,7 @@ from apiguard.context import RequestContext
 from apiguard.resilience._stored import cache_control, decode, primary_key, variant_key
 from apiguard.storage import MemoryKeyValue
 from apiguard.testing import FrozenClock
+from tests._lifespan import startup
 from tests._servers import RedisServer
 from tests.resilience._apps import Act, Script, client, make_app, mounted_app
 from tests.resilience.test_timeout import Keep
@@ -371,6 +372,14 @@ async def test_a_frozen_store_means_the_504_not_a_hang(own_redis: RedisServer) -
 def test_misconfiguration_fails_at_construction(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=f"StaleIfError: {message}"):
         StaleIfError(**options)
+
+
+async def test_a_route_key_naming_no_route_fails_the_start() -> None:
+    app = make_app(Script())
+    guard(app, Middleware(TimeoutMiddleware, fallback=StaleIfError(routes=["GET /nowhere"])))
+    answer = await startup(app)
+    assert answer["type"] == "lifespan.startup.failed"
+    assert "route 'GET /nowhere' is not a route of the app" in answer["message"]
 
 
 def test_describe_lists_what_a_copy_may_answer() -> None:
