@@ -11,7 +11,17 @@ from pathlib import Path
 
 from benchmarks.driver import environment, run_cases, table, to_json
 
-SUITES = ["core", "routing", "auth", "ratelimit", "validation", "ipfilter", "stack", "tracing"]
+SUITES = [
+    "core",
+    "routing",
+    "auth",
+    "ratelimit",
+    "validation",
+    "ipfilter",
+    "resilience",
+    "stack",
+    "tracing",
+]
 
 
 def main(argv: list[str] | None = None) -> int:

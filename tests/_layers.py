@@ -28,3 +28,25 @@ class TagLayer:
         tag = self.routes.lookup(scope)
         get_context(scope).record(Decision("tag", "allow", name=self.name, policy=tag))
         await self.app(scope, receive, send)
+
+
+class DeadlineLayer:
+    """Gives each request a deadline `seconds` from now, and keeps its context for the test.
+
+    A stand-in for an outer `TimeoutMiddleware` without its timer: what a
+    layer inside does when the deadline comes is then the layer's alone.
+    """
+
+    def __init__(self, app: Any, *, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+        self.contexts: list[Any] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            from apiguard._clock import clock
+
+            context = get_context(scope)
+            context.deadline = clock.monotonic() + self.seconds
+            self.contexts.append(context)
+        await self.app(scope, receive, send)

@@ -9,7 +9,9 @@ import pytest
 pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.parametrize("suite", ["core", "routing", "auth", "ipfilter", "stack", "tracing"])
+@pytest.mark.parametrize(
+    "suite", ["core", "routing", "auth", "ipfilter", "resilience", "stack", "tracing"]
+)
 async def test_benchmark_cases_answer_as_named(suite: str) -> None:
     module = importlib.import_module(f"benchmarks.{suite}")
     cases = module.cases()

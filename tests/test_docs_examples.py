@@ -513,3 +513,52 @@ async def test_openapi_example_serves_the_guards_in_its_schema() -> None:
     assert post["security"] == [{"api_key": ["write"]}]
     assert post["responses"]["429"]["headers"]["Retry-After"]["required"] is True
     assert "RateLimit" in post["responses"]["201"]["headers"]
+
+
+async def test_timeouts_example_bounds_the_endpoints_own_call() -> None:
+    async with await _client("timeouts") as client:
+        fast = await client.get("/quotes/ACME")
+        degraded = await client.get("/quotes/SLOW")  # its upstream would take 10 s
+    assert fast.json() == {"symbol": "ACME", "price": 101.5}
+    assert degraded.json() == {"symbol": "SLOW", "price": None, "stale": True}
+    from examples.timeouts import app
+
+    layer = app.build_middleware_stack()
+    while type(layer).__name__ != "TimeoutMiddleware":
+        layer = layer.app
+    assert layer.describe("GET", "/reports/{year}").summary == {"timeout": 30.0}
+    assert not layer.describe("GET", "/export").applies
+
+
+async def test_retries_example_retries_reads_and_the_listed_post() -> None:
+    from examples import retries
+
+    async with await _client("retries") as client:
+        first = await client.get("/inventory/A-1")  # call 1 fails, call 2 answers
+        searched = await client.post("/search", json={"q": "chairs"})
+    assert (first.status_code, first.json()) == (200, {"sku": "A-1", "stock": 7})
+    assert next(retries.calls) == 3
+    assert searched.json() == {"query": {"q": "chairs"}, "hits": []}
+
+
+async def test_fallbacks_example_serves_stale_per_caller_then_its_own() -> None:
+    from examples.fallbacks import app
+
+    alice, bob = {"x-api-key": "k-alice-7f3a9c2e"}, {"x-api-key": "k-bob-4b8d1e6f"}
+    app.state.slow = False
+    try:
+        async with await _client("fallbacks") as client:
+            menu = await client.get("/menu")
+            mine = await client.get("/me/orders", headers=alice)
+            app.state.slow = True
+            stale_menu = await client.get("/menu")
+            stale_mine = await client.get("/me/orders", headers=alice)
+            not_bobs = await client.get("/me/orders", headers=bob)
+            degraded = await client.get("/search", headers=alice)
+    finally:
+        app.state.slow = False
+    assert stale_menu.json() == menu.json()
+    assert stale_menu.headers["cache-status"].startswith("apiguard; fwd=stale; ttl=")
+    assert stale_mine.json() == mine.json() == {"owner": "alice", "orders": [1, 2]}
+    assert not_bobs.status_code == 504
+    assert degraded.json() == {"hits": [], "degraded": True}

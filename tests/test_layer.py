@@ -18,7 +18,9 @@ from apiguard import (
     JWTAuth,
     Principal,
     RateLimitMiddleware,
+    RetryMiddleware,
     Rules,
+    TimeoutMiddleware,
     ValidationMiddleware,
 )
 from apiguard.layer import Describes, Options, SecurityScheme, checked
@@ -54,6 +56,8 @@ def test_every_layer_describes_itself() -> None:
         RateLimitMiddleware(APP, limit="10/minute"),
         ValidationMiddleware(APP),
         IPFilterMiddleware(APP),
+        TimeoutMiddleware(APP),
+        RetryMiddleware(APP),
     ]
     assert all(isinstance(layer, Describes) for layer in layers)
 

@@ -20,6 +20,14 @@ from apiguard.ratelimit import (
     by_ip,
     by_principal,
 )
+from apiguard.resilience import (
+    CallableFallback,
+    Fallback,
+    ResponseFallback,
+    RetryMiddleware,
+    StaleIfError,
+    TimeoutMiddleware,
+)
 from apiguard.routing import RouteMatch, resolve
 from apiguard.tracing import TracingMiddleware
 from apiguard.validation import Rules, ValidationMiddleware
@@ -27,17 +35,23 @@ from apiguard.validation import Rules, ValidationMiddleware
 __all__ = [
     "APIKeyAuth",
     "AuthMiddleware",
+    "CallableFallback",
     "ConfigError",
     "Decision",
+    "Fallback",
     "IPFilterMiddleware",
     "JWTAuth",
     "Principal",
     "Problem",
     "RateLimitMiddleware",
     "RequestContext",
+    "ResponseFallback",
+    "RetryMiddleware",
     "RouteMatch",
     "Rules",
+    "StaleIfError",
     "StorageError",
+    "TimeoutMiddleware",
     "TracingMiddleware",
     "ValidationMiddleware",
     "by_api_key",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Final, Literal
 
@@ -13,7 +14,13 @@ from apiguard._asgi import get_header
 from apiguard._types import ASGIApp, Receive, Scope, Send
 from apiguard.auth._base import MALFORMED, Authenticator, Failure, Grant
 from apiguard.compose import checked_at_startup
-from apiguard.context import Decision, get_context, set_anonymous, set_principal
+from apiguard.context import (
+    Decision,
+    RequestContext,
+    get_context,
+    set_anonymous,
+    set_principal,
+)
 from apiguard.layer import (
     Answer,
     Description,
@@ -38,6 +45,8 @@ _RETRY_AFTER: Final = (b"retry-after", b"5")
 _LAYER: Final = "auth"
 _EMPTY: Final[Mapping[bytes, list[bytes]]] = {}
 _BROKEN: Final = Failure("unavailable", "internal_error")
+#: The request's deadline came first (a JWKS fetch, a key lookup): fail closed.
+_OUT_OF_TIME: Final = Failure("unavailable", "deadline")
 
 _DETAIL_MISSING = "This resource needs a credential."
 _DETAIL_MALFORMED = "The request carries a malformed or repeated credential."
@@ -339,7 +348,7 @@ class AuthMiddleware:
             try:
                 result = slot.check(credential)  # type: ignore[arg-type]
                 if type(result) is not Grant and type(result) is not Failure:
-                    result = await result  # type: ignore[misc]
+                    result = await _within_deadline(result, context)  # type: ignore[arg-type]
             except Exception:  # a bug must fail closed (503), never answer 500
                 logger.exception("apiguard.auth: %s failed unexpectedly", slot.auth.name)
                 result = _BROKEN
@@ -402,6 +411,31 @@ class AuthMiddleware:
         )  # fmt: skip
         slot.refusals[failure] = decision, response
         return decision, response
+
+
+async def _within_deadline(
+    pending: Awaitable[Grant | Failure], context: RequestContext
+) -> Grant | Failure:
+    """An authenticator's answer, waited for no longer than what is left of the request's time.
+
+    Only the paths that wait come here (a key fetch, a lookup, an async
+    hook): a cached token or a configured key never does, and pays nothing.
+    Each authenticator bounds its own I/O by its own `timeout`; this bounds
+    the request's wait by the deadline too, so the smaller applies. A JWKS
+    fetch is shared by every request waiting for it (single flight): only
+    this request's wait is cut, the fetch goes on for the others.
+    """
+    left = context.remaining()
+    if left is None:
+        return await pending
+    bound = asyncio.timeout(left)
+    try:
+        async with bound:
+            return await pending
+    except TimeoutError:
+        if bound.expired():
+            return _OUT_OF_TIME
+        raise  # the authenticator's own (a bug): the caller's 503
 
 
 def _unique_schemes(slots: Sequence[_Slot]) -> tuple[SecurityScheme, ...]:

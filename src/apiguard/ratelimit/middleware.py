@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import Final, Literal
 
 from apiguard._asgi import ResponseObserver, lifespan_hooks
 from apiguard._clock import clock
 from apiguard._types import ASGIApp, KeyFunc, Receive, Scope, Send
 from apiguard.compose import checked_at_startup
-from apiguard.context import AttributeValue, Decision, get_context
+from apiguard.context import CONTEXT_KEY, AttributeValue, Decision, RequestContext, get_context
 from apiguard.errors import StorageError
 from apiguard.layer import Answer, Description, JSONValue, Options
 from apiguard.problems import Problem, ProblemResponse
@@ -48,6 +49,8 @@ OnStoreError = Literal["fail-open", "fail-closed"]
 
 _LAYER: Final = "ratelimit"
 _UNAVAILABLE: Final = "store-unavailable"
+#: The request's deadline ended the store call: the fail mode applies, for this reason.
+_DEADLINE: Final = "deadline"
 _UNAVAILABLE_DETAIL: Final = "Request limits cannot be checked right now; retry later."
 _KINDS: Final = frozenset({"http", "websocket"})
 _QUOTA_DESCRIPTION: Final = "Too many requests: a quota of this route is used up."
@@ -59,6 +62,10 @@ def _quotas(policy: Policy) -> list[JSONValue]:
         f"{name}: {quota.amount} per {quota.window} s"
         for name, quota in zip(policy.names, policy.quotas, strict=True)
     ]
+
+
+class _OutOfTime(StorageError):
+    """The request's deadline, not the store, ended the store call."""
 
 
 class RateLimitMiddleware:
@@ -180,7 +187,7 @@ class RateLimitMiddleware:
         self.on_store_error: OnStoreError = options.choice(  # type: ignore[assignment]
             "on_store_error", on_store_error, ("fail-open", "fail-closed")
         )
-        timeout = options.seconds("store_timeout", store_timeout, high=60.0)
+        timeout = self._store_timeout = options.seconds("store_timeout", store_timeout, high=60.0)
         self.key: KeyFunc = (
             by_ip()
             if key is None
@@ -313,7 +320,11 @@ class RateLimitMiddleware:
         try:
             verdict = self._acquire(key, policy.quotas, route.cost)
             if type(verdict) is not Verdict:
-                verdict = await verdict  # type: ignore[misc]
+                context: RequestContext | None = scope.get(CONTEXT_KEY)
+                if context is not None and context.deadline is not None:
+                    verdict = await self._within_deadline(verdict, context)  # type: ignore[arg-type]
+                else:
+                    verdict = await verdict  # type: ignore[misc]
         except StorageError as exc:
             await self._store_failed(scope, receive, send, exc)
             return
@@ -323,6 +334,34 @@ class RateLimitMiddleware:
             await self._admit(scope, receive, send, policy, verdict, "shadow")
         else:
             await self._reject(scope, send, policy, verdict)
+
+    async def _within_deadline(
+        self, pending: Awaitable[Verdict], context: RequestContext
+    ) -> Verdict:
+        """The store's answer, waited for no longer than what is left of the request's time.
+
+        Only called when the request has a deadline: without one the store's
+        own timeout bounds the call, and the hot path pays nothing. The
+        store's breaker does not count a call cut this way (the request ran
+        out of time, the store did not fail); the layer follows its fail
+        mode, with the reason `deadline`.
+        """
+        left = context.bound(self._store_timeout)
+        if left >= self._store_timeout:
+            return await pending
+        if left <= 0.0:
+            close = getattr(pending, "close", None)
+            if close is not None:  # a coroutine never started: no store call at all
+                close()
+            raise _OutOfTime(f"{self.store.display}: the request's time is up")
+        bound = asyncio.timeout(left)
+        try:
+            async with bound:
+                return await pending
+        except TimeoutError:
+            if not bound.expired():  # pragma: no cover - stores raise StorageError
+                raise
+            raise _OutOfTime(f"{self.store.display}: the request's deadline") from None
 
     async def _admit(
         self,
@@ -415,15 +454,12 @@ class RateLimitMiddleware:
             "store.failures": error.failures,
             "store.breaker": error.state,
         }
+        reason = _DEADLINE if isinstance(error, _OutOfTime) else _UNAVAILABLE
         context = get_context(scope)
         if self.on_store_error == "fail-open":
-            context.record(
-                Decision(_LAYER, "allow", self.name, _UNAVAILABLE, attributes=attributes)
-            )
+            context.record(Decision(_LAYER, "allow", self.name, reason, attributes=attributes))
             await self.app(scope, receive, send)
             return
-        context.record(
-            Decision(_LAYER, "reject", self.name, _UNAVAILABLE, 503, attributes=attributes)
-        )
+        context.record(Decision(_LAYER, "reject", self.name, reason, 503, attributes=attributes))
         retry = max(delta_seconds(error.retry_after), 1)
         await self._unavailable.send(scope, send, [(RETRY_AFTER, b"%d" % retry)])

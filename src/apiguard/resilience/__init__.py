@@ -1,0 +1,49 @@
+"""Fail-safe layers: deadlines and timeouts, retries with a budget, and fallbacks.
+
+- [`TimeoutMiddleware`][apiguard.TimeoutMiddleware]: a time budget per
+  route, the request's deadline in the context, 504 (or a fallback) on time.
+- [`RetryMiddleware`][apiguard.RetryMiddleware]: re-runs idempotent requests
+  that failed before their response started, with jittered backoff and a
+  retry budget across requests.
+- Fallbacks ([`Fallback`][apiguard.Fallback]): a fixed response, a function,
+  or the last good response (`stale-if-error`), served by the timeout here
+  and by the circuit breaker and load shedder.
+- [`request_deadline`][apiguard.resilience.request_deadline]: what is left
+  of the request's time, for the endpoint's own outbound calls.
+"""
+
+from __future__ import annotations
+
+from apiguard.resilience.budget import RetryBudget
+from apiguard.resilience.dependencies import Deadline, request_deadline
+from apiguard.resilience.fallbacks import (
+    CallableFallback,
+    Fallback,
+    FallbackChain,
+    FallbackFunction,
+    FallbackReason,
+    ResponseFallback,
+    as_fallback,
+    fallback_decision,
+)
+from apiguard.resilience.retry import IDEMPOTENT_METHODS, RetryMiddleware
+from apiguard.resilience.stale import StaleIfError
+from apiguard.resilience.timeout import TimeoutMiddleware
+
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "CallableFallback",
+    "Deadline",
+    "Fallback",
+    "FallbackChain",
+    "FallbackFunction",
+    "FallbackReason",
+    "ResponseFallback",
+    "RetryBudget",
+    "RetryMiddleware",
+    "StaleIfError",
+    "TimeoutMiddleware",
+    "as_fallback",
+    "fallback_decision",
+    "request_deadline",
+]
