@@ -3,7 +3,8 @@
 The rate-limit part (the atomic hit of every quota of a policy) and the
 key-value part (claims with owner tokens, values as bytes) behave the same
 on the memory store, on apiguard's RESP client and on redis-py, each against
-a real redis-server.
+a real redis-server, and through redis-py on a real Redis Cluster and a real
+Sentinel set-up.
 """
 
 from __future__ import annotations
@@ -27,14 +28,19 @@ STRATEGIES = ["fixed-window", "moving-window", "sliding-window-counter"]
 HOSTILE_KEYS = ["}abc", "{x}", "a{b}c", "%7B", "a:b/c", "über", "\ud800", "", "k" * 300]
 
 
-@pytest.fixture(params=["memory", "resp", "redis-py"])
-async def store(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Store]:
+@pytest.fixture(params=["memory", "resp", "redis-py", "cluster", "sentinel"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     """Each store kind; redis-py is reached through an option only it reads."""
+    kind = request.param
+    if kind in ("resp", "redis-py"):
+        redis_url = request.getfixturevalue("redis_url")
     uri = {
-        "memory": "memory://",
-        "resp": redis_url,
-        "redis-py": f"{redis_url}?health_check_interval=30",
-    }[request.param]
+        "memory": lambda: "memory://",
+        "resp": lambda: redis_url,
+        "redis-py": lambda: f"{redis_url}?health_check_interval=30",
+        "cluster": lambda: request.getfixturevalue("cluster_url"),
+        "sentinel": lambda: request.getfixturevalue("sentinel_url"),
+    }[kind]()
     opened = open_store(uri, timeout=2.0)
     await opened.open()
     yield opened

@@ -112,8 +112,18 @@ class RemoteStore:
         """Close the client's connections (at shutdown); the next call reconnects."""
         storage, self._storage, self._loop = self._storage, None, None
         bridge = getattr(storage, "bridge", None)
-        if bridge is not None:
-            client = bridge.get_connection()
+        if bridge is None:
+            return
+        clients = [bridge.get_connection()]
+        # Sentinel: the replica's client, and one client per sentinel process
+        # (asked for the primary's address), each with connections of its own.
+        replica = getattr(bridge, "storage_replica", None)
+        if replica is not None:
+            clients.append(replica)
+        sentinel = getattr(bridge, "sentinel", None)
+        if sentinel is not None:
+            clients += sentinel.sentinels
+        for client in clients:
             await client.aclose()
             pool = getattr(client, "connection_pool", None)
             if pool is not None:  # a pool passed in is not closed by the client
