@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 
 import pytest
 
@@ -42,3 +43,39 @@ async def test_aclose_closes_the_connections_to_the_sentinels_too(
             break
         await asyncio.sleep(0.02)
     assert after == before
+
+
+def _ours(server: RedisServer, name: str) -> int:
+    """Connections the server holds for clients named `name`."""
+    return sum(f" name={name} " in line for line in server.query("CLIENT", "LIST").splitlines())
+
+
+@pytest.mark.parametrize("kind", ["cluster", "sentinel"])
+async def test_calls_beyond_the_pool_wait_for_a_connection(
+    request: pytest.FixtureRequest, kind: str
+) -> None:
+    """redis-py's pool refuses a command beyond its size at once; a call waits instead.
+
+    300 calls in flight on a pool of 4 connections: every one is counted,
+    and no node ever holds more than 4 of the store's connections for commands.
+    """
+    url = request.getfixturevalue(f"{kind}_url")
+    name = f"pool-{kind}"
+    store = open_store(f"{url}?max_connections=4&client_name={name}", timeout=5.0)
+    await store.open()
+    acquire = store.limiter("fixed-window")
+    quota = (Quota("q", 50, 3600),)
+    verdicts = await asyncio.gather(*(acquire("burst", quota, 1) for _ in range(300)))  # type: ignore[misc]
+    assert collections.Counter(v.admitted for v in verdicts) == {True: 50, False: 250}
+    keys = [f"spread-{n}" for n in range(300)]  # every shard at once
+    await asyncio.gather(*(acquire(key, quota, 1) for key in keys))  # type: ignore[misc]
+    servers = (
+        request.getfixturevalue("redis_cluster").primaries()
+        if kind == "cluster"
+        else [request.getfixturevalue("redis_sentinel").primary()]
+    )
+    held = {server.port: _ours(server, name) for server in servers}
+    # Cluster: one more on a seed, the connection redis-py reads the slots' map on.
+    assert all(count <= 4 + (kind == "cluster") for count in held.values()), held
+    assert sum(_ours(server, name) for server in servers) >= 1
+    await store.aclose()

@@ -98,7 +98,8 @@ class RedisKeyValue:
         name_key = kv_key(key)
         if store.endpoint is None:
             script = store.script(name)
-            return await store.guarded(lambda: script(keys=[name_key], args=args), timeout)
+            breaker = store.breaker_for(name_key)
+            return await store.guarded(lambda: script(keys=[name_key], args=args), timeout, breaker)
         resp_script = _RESP_SCRIPTS[name]
         tail = _bulk(name_key) + b"".join(_bulk(arg) for arg in args)
 
@@ -113,7 +114,10 @@ class RedisKeyValue:
             # A str command name: redis-py's cluster client looks commands up
             # by name (a bytes name raises TypeError there).
             client = store.redis_py()
-            return await store.guarded(lambda: client.execute_command(command, key), timeout)
+            breaker = store.breaker_for(key)
+            return await store.guarded(
+                lambda: client.execute_command(command, key), timeout, breaker
+            )
 
         async def call() -> Any:
             return await store.client().command(command, key)
