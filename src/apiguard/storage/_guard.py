@@ -115,14 +115,14 @@ class StoreBreaker:
         self._interval = self._base
 
     def retire(self, why: str) -> None:
-        """What this breaker guards is gone (a cluster node failed over): end its outage."""
+        """What failed is replaced (a new primary): close the breaker, and log the outage's end."""
         if self.failures:
             logger.warning(
-                "apiguard: store %s: %s after %d failed calls (%.1f s); its calls go elsewhere",
+                "apiguard: store %s: outage over after %d failed calls (%.1f s): %s",
                 self.store,
-                why,
                 self.failures,
                 clock.monotonic() - self._outage_started,
+                why,
             )
         self.state = "closed"
         self.failures = 0

@@ -9,6 +9,7 @@ from typing import Any
 from limits.aio.storage import Storage
 
 from apiguard._clock import clock
+from apiguard.errors import StorageError
 from apiguard.storage._base import (
     FIXED_WINDOW,
     SLIDING_WINDOW_COUNTER,
@@ -21,6 +22,7 @@ from apiguard.storage._guard import StoreBreaker
 from apiguard.storage._keys import tag
 from apiguard.storage._redis_kv import KV_SCRIPTS, RedisKeyValue
 from apiguard.storage._redis_options import CONNECT_TIMEOUT, MAX_CONNECTIONS, advice
+from apiguard.storage._redis_topology import NodeBreakers, PrimaryWatch, Topology
 from apiguard.storage._remote import RemoteStore
 from apiguard.storage._resp import Endpoint, RespClient, Script
 from apiguard.storage._scripts import (
@@ -100,9 +102,12 @@ class RedisStore(RemoteStore):
         self.pool_size = max_connections
         self._client: RespClient | None = None
         self._scripts: dict[str, Any] = {}
-        self._cluster: Any = None
-        #: Per cluster node (`host:port`): its own breaker.
-        self._nodes: dict[str, StoreBreaker] = {}
+        #: Cluster: a breaker per primary; Sentinel: a watch on the primary's address.
+        self.topology: Topology | None = None
+        if self.cluster:
+            self.topology = NodeBreakers(display, self.breaker)
+        elif self.sentinel:
+            self.topology = PrimaryWatch(self.breaker)
         self.kv = RedisKeyValue(self)
 
     def client(self) -> RespClient:
@@ -148,6 +153,8 @@ class RedisStore(RemoteStore):
         return advice(self, exc)
 
     async def aclose(self) -> None:
+        if self.topology is not None:
+            await self.topology.aclose()
         client, self._client = self._client, None
         if client is not None and client.loop is asyncio.get_running_loop():
             await client.aclose()
@@ -175,27 +182,13 @@ class RedisStore(RemoteStore):
         the other shards keep being counted. Until the client knows the
         slots' map (its first connection), the store's breaker serves.
         """
-        client = self._cluster
-        if client is None:
-            return self.breaker
-        nodes = client.nodes_manager.slots_cache.get(client.keyslot(key))
-        if not nodes:
-            return self.breaker
-        name: str = nodes[0].name
-        breaker = self._nodes.get(name)
-        if breaker is None:
-            breaker = self._node_breaker(client, name)
-        return breaker
+        topology = self.topology
+        return self.breaker if topology is None else topology.for_key(key)
 
-    def _node_breaker(self, client: Any, name: str) -> StoreBreaker:
-        """A new primary: its breaker; the breakers of nodes no longer primaries retire."""
-        primaries = {node.name for node in client.get_primaries()}
-        for gone in [node for node in self._nodes if node not in primaries]:
-            self._nodes.pop(gone).retire("no longer a primary of the cluster")
-        breaker = self._nodes[name] = StoreBreaker(
-            f"{self.display} node {name}", probe_timeout=self.breaker.probe_timeout
-        )
-        return breaker
+    def refused(self, breaker: StoreBreaker | None = None) -> StorageError:
+        if self.topology is not None:
+            self.topology.refused(breaker or self.breaker)
+        return super().refused(breaker)
 
     def _fast_limiter(self, strategy: Strategy) -> Acquire:
         """`acquire` through apiguard's client: the deadline is the client's own."""
@@ -315,7 +308,8 @@ class RedisStore(RemoteStore):
     def _connected(self, storage: Storage) -> None:
         bridge: Any = storage.bridge  # type: ignore[attr-defined]
         client = bridge.get_connection()  # the primary: rate decisions never read replicas
-        self._cluster = client if self.cluster else None
+        if self.topology is not None:
+            self.topology.client = client
         self._scripts = {
             name: client.register_script(text) for name, text in {**SCRIPTS, **KV_SCRIPTS}.items()
         }
