@@ -161,7 +161,10 @@ def open_store(uri: object, *, timeout: float = 0.25, option: str = "storage") -
             )
             parse_storage_uri(read.target)
         except (ValueError, ConfigurationError) as exc:
-            msg = f"{option} {shown} is not a valid storage URI ({redact(str(exc))[1:-1]})"
+            why = redact(str(exc))[1:-1]
+            if why.startswith("Missing host or port"):  # limits reads every host's port
+                why = f"{why}: give each host its port (host:6379)"
+            msg = f"{option} {shown} is not a valid storage URI ({why})"
             raise ConfigError(msg) from None
         return RedisStore(
             read.target,
@@ -185,4 +188,4 @@ def _form(scheme: str) -> Form:
     kind = scheme.partition("+")[2]
     if kind in ("cluster", "sentinel", "unix"):
         return kind  # type: ignore[return-value]
-    return "tls" if scheme.endswith("s") else "single"
+    return "tls" if scheme in ("rediss", "valkeys") else "single"

@@ -212,6 +212,8 @@ def check_query(family: str, form: Form, query: str) -> dict[str, Any]:
         if name in _REFUSED:
             raise ValueError(f"option {name!r} is not for apiguard's store: {_REFUSED[name]}")
         if name not in known:
+            if name.startswith("ssl_") and form in ("single", "unix"):
+                raise ValueError(f"option {name!r}: ssl_* options need a rediss:// URI")
             close = difflib.get_close_matches(name, [*known, "connect_timeout"], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             where = {"cluster": "a Redis Cluster URI", "sentinel": "a Sentinel URI"}.get(
@@ -331,7 +333,8 @@ def advice(store: Any, error: BaseException) -> str:
     if "Authentication" in kind or any(word in text for word in ("WRONGPASS", "NOAUTH", "NOPERM")):
         return "; check the user and password the URI gives"
     hosts = store.uri.partition("://")[2].partition("/")[0].rpartition("@")[2]
-    if store.cluster and "," not in hosts:
+    unreachable = any(word in kind for word in ("Unreachable", "Connection", "Timeout"))
+    if store.cluster and unreachable and "," not in hosts:
         return (
             "; list several seed nodes (redis+cluster://a:6379,b:6379,c:6379), so that "
             "one node down at start-up does not leave the store unreachable"
