@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from typing import Any
@@ -36,6 +37,23 @@ def routes() -> list[Route]:
         Route("/orders", _order, methods=["GET", "POST"]),
         Route("/orders/{order_id:int}", _order, methods=["GET", "DELETE"]),
     ]
+
+
+class WorkerHeader:
+    """Says which worker process answered (`X-Worker-Pid`), rejections included."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.pid = str(os.getpid()).encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def tagged(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message["headers"], (b"x-worker-pid", self.pid)]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, tagged)
 
 
 class PrincipalLayer:
