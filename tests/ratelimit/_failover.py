@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from apiguard.ratelimit import by_header
+from apiguard.ratelimit import RateLimitMiddleware, by_header
 from tests.ratelimit._helpers import client, limited_app, ratelimit
 
 #: A limit no key reaches under load: every counted request is admitted.
@@ -77,6 +77,7 @@ class Load:
     """Workers sending requests for `keys` to every app, until stopped."""
 
     def __init__(self, apps: dict[str, Any], keys: Sequence[str], workers: int = 6) -> None:
+        self.apps = apps
         self.clients = {mode: client(app) for mode, app in apps.items()}
         self.keys = keys
         self.workers = workers
@@ -98,6 +99,12 @@ class Load:
         await self.stop()
         for http in self.clients.values():
             await http.__aexit__(None, None, None)
+        for app in self.apps.values():  # no lifespan ran: close what the requests opened
+            layer = app.middleware_stack
+            while layer is not None:
+                if isinstance(layer, RateLimitMiddleware):
+                    await layer.aclose()
+                layer = getattr(layer, "app", None)
 
     async def stop(self) -> None:
         """Stop the workers (the clients stay open for more requests)."""

@@ -123,7 +123,9 @@ class PrimaryWatch(_Refresher):
     async def _refresh(self) -> None:
         pool = self.client.connection_pool
         failed = pool.master_address  # where the failing calls went
-        address = await pool.sentinel_manager.discover_master(pool.service_name)
+        # Asks the sentinels; on a new address redis-py also drops the idle
+        # connections to the old primary, which would otherwise be reused.
+        address = await pool.get_master_address()
         if failed is not None and tuple(address) != tuple(failed):
             host, port = address
             self.breaker.retire(f"the sentinels name a new primary, {host}:{port}")
