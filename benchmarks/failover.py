@@ -219,8 +219,10 @@ async def run(scenario: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.failover", description=__doc__)
-    parser.add_argument("scenarios", nargs="*", choices=[*SCENARIOS, []][: len(SCENARIOS)] or None)
+    parser.add_argument("scenarios", nargs="*", help=f"any of {', '.join(SCENARIOS)} (all)")
     args = parser.parse_args(argv)
+    for unknown in set(args.scenarios) - set(SCENARIOS):
+        parser.error(f"no scenario {unknown!r}: choose from {', '.join(SCENARIOS)}")
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     print(f"# Failover timelines ({started}, Python {sys.version.split()[0]})\n")
     for scenario in args.scenarios or SCENARIOS:
