@@ -56,6 +56,7 @@ CLUSTER = "redis+cluster://a:7000,b:7000"
         (f"{SENTINEL}/mymaster/0/extra", "is not /service or /service/db"),
         ("redis://cache/x?socket_timeout=1", "path '/x' is not a database number"),
         ("redis://cache:6379?ssl_certfile=/tmp/x.pem&socket_timeout=1", "need a rediss://"),
+        ("redis://cache:6379?ssl=true", "TLS options need a rediss://"),
         ("redis://cache?socket_timeout=1", "give each host its port"),
     ],
 )

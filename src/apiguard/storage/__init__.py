@@ -141,6 +141,8 @@ def open_store(uri: object, *, timeout: float = 0.25, option: str = "storage") -
     if bare in _REDIS:
         try:
             uri, connect_timeout = own_options(uri)
+            # A first connection may take at least what any call may.
+            connect_timeout = max(connect_timeout, timeout)
             endpoint = parse_redis_uri(uri)
         except ValueError as exc:
             msg = f"{option} {shown} is not a valid storage URI ({redact(str(exc))[1:-1]})"
@@ -157,7 +159,7 @@ def open_store(uri: object, *, timeout: float = 0.25, option: str = "storage") -
             return RedisStore(target, shown, timeout, {}, endpoint, connect_timeout=connect_timeout)
         try:
             read = redis_py_options(
-                uri, family=family, form=_form(bare), connect_timeout=max(connect_timeout, timeout)
+                uri, family=family, form=_form(bare), connect_timeout=connect_timeout
             )
             parse_storage_uri(read.target)
         except (ValueError, ConfigurationError) as exc:

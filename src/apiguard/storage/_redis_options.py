@@ -164,6 +164,8 @@ def _known(family: str, form: Form) -> dict[str, Callable[[str], Any] | None]:
         return names
 
     base = params(connection.AbstractConnection)
+    # TLS to every node: `ssl=true` (there is no rediss+cluster:// scheme).
+    parsers["ssl"] = connection.to_bool
     if form == "cluster":
         cluster = importlib.import_module(f"{family}.asyncio.cluster")
         accepted = params(cluster.RedisCluster if family == "redis" else cluster.ValkeyCluster)
@@ -178,6 +180,8 @@ def _known(family: str, form: Form) -> dict[str, Callable[[str], Any] | None]:
         accepted = base | params(connection.Connection) | {"max_connections"}
         if form == "tls":
             accepted |= params(connection.SSLConnection)
+        elif form == "sentinel":  # redis-py's Sentinel pool reads `ssl` itself
+            accepted |= params(connection.SSLConnection) | {"ssl"}
     known: dict[str, Callable[[str], Any] | None] = {
         name: parsers[name] for name in parsers.keys() & accepted
     }
@@ -212,8 +216,8 @@ def check_query(family: str, form: Form, query: str) -> dict[str, Any]:
         if name in _REFUSED:
             raise ValueError(f"option {name!r} is not for apiguard's store: {_REFUSED[name]}")
         if name not in known:
-            if name.startswith("ssl_") and form in ("single", "unix"):
-                raise ValueError(f"option {name!r}: ssl_* options need a rediss:// URI")
+            if name.startswith("ssl") and form in ("single", "unix"):
+                raise ValueError(f"option {name!r}: TLS options need a rediss:// URI")
             close = difflib.get_close_matches(name, [*known, "connect_timeout"], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             where = {"cluster": "a Redis Cluster URI", "sentinel": "a Sentinel URI"}.get(

@@ -173,10 +173,11 @@ class RemoteStore:
 
     async def aclose(self) -> None:
         """Close the client's connections (at shutdown); the next call reconnects."""
-        task, self._warming, self._warm = self._warming, None, None
+        task, self._warming = self._warming, None
         if task is not None and not task.done():
             task.cancel()
             await asyncio.wait([task])
+        self._warm = None  # the next call connects as a first one
         storage, self._storage, self._loop = self._storage, None, None
         bridge = getattr(storage, "bridge", None)
         if bridge is None:
