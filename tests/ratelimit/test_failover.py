@@ -19,10 +19,13 @@ import asyncio
 import itertools
 import logging
 import re
+from collections.abc import Callable
 
 import pytest
 
 from apiguard.storage._keys import tag
+from tests._cluster import RedisCluster
+from tests._sentinel import RedisSentinel
 from tests.ratelimit._failover import EXACT_LIMIT, LOAD_LIMIT, Load, Record, failover_app
 from tests.ratelimit._helpers import clear_of_window_edge
 
@@ -53,12 +56,12 @@ def _uncounted(record: Record) -> bool:
 
 
 async def test_a_cluster_primary_killed_mid_load(
-    make_cluster: object, caplog: pytest.LogCaptureFixture
+    make_cluster: Callable[..., RedisCluster], caplog: pytest.LogCaptureFixture
 ) -> None:
     # With Redis' default (cluster-require-full-coverage yes) every node
     # answers CLUSTERDOWN until the replica took over: no client can count
     # the healthy shards then. The guides advise "no" for rate limiting.
-    cluster = make_cluster(full_coverage=False)  # type: ignore[operator]
+    cluster = make_cluster(full_coverage=False)
     clear_of_window_edge(DAY, 120)
     victim = cluster.primary_for_slot(0)
     others = [node for node in cluster.primaries() if node is not victim]
@@ -113,9 +116,9 @@ async def test_a_cluster_primary_killed_mid_load(
 
 
 async def test_a_sentinel_failover_mid_load(
-    make_sentinel: object, caplog: pytest.LogCaptureFixture
+    make_sentinel: Callable[..., RedisSentinel], caplog: pytest.LogCaptureFixture
 ) -> None:
-    sentinel = make_sentinel()  # type: ignore[operator]
+    sentinel = make_sentinel()
     clear_of_window_edge(DAY, 120)
     keys = [f"client-{n}" for n in range(16)]
     apps = {m: failover_app(sentinel.url, m, ["exact-before", "exact-after"]) for m in MODES}

@@ -9,7 +9,7 @@ the healthy shards' keys went uncounted (measured: 2,146 to 5,028 calls of
 ~12,000 lost on healthy shards per failover, against none with a breaker per
 primary). So each call goes through the breaker of the primary that serves
 its key's slot, found in redis-py's map of the slots (the slot of the hash
-tag, then a dict lookup: about a microsecond).
+tag, then a dict lookup: 0.4 µs).
 
 While a primary's breaker is open, its keys would move to the replica that
 takes over only once redis-py reads the slots' map again, which it does
