@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
 
 from tests._servers import Uvicorn
+from tests.conftest import ENGINES
 from tests.ratelimit._engine_app import COST, STRATEGIES
 from tests.ratelimit._helpers import clear_of_window_edge, client, limited_app, ratelimit
 
@@ -115,14 +116,14 @@ BURSTS = [
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["cluster", "sentinel"])
 async def test_two_uvicorn_workers_count_every_strategy_and_policy_exactly(
-    request: pytest.FixtureRequest, engine: str
+    engine_url: Callable[[str], str], engine: str
 ) -> None:
     """Each burst of 3 x L requests from one key, all at once: exactly L (or its share) admitted.
 
     Every response is counted (its RateLimit field): none failed open.
     """
     env = {
-        "APIGUARD_TEST_STORE": request.getfixturevalue(f"{engine}_url"),
+        "APIGUARD_TEST_STORE": engine_url(engine),
         "APIGUARD_TEST_LIMIT": f"{AMOUNT}/hour",
     }
     admitted: collections.Counter[tuple[str, str, str]] = collections.Counter()
@@ -151,22 +152,16 @@ async def test_two_uvicorn_workers_count_every_strategy_and_policy_exactly(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ["resp", "redis-py", "cluster", "sentinel"])
+@pytest.mark.parametrize("engine", ENGINES)
 async def test_each_worker_s_first_requests_are_counted_without_a_lifespan(
-    request: pytest.FixtureRequest, engine: str
+    engine_url: Callable[[str], str], engine: str
 ) -> None:
     """No lifespan start-up (`--lifespan off`): each worker connects on its first request.
 
     Within the connect timeout, not the store timeout (0.25 s, the default):
     importing and building redis-py's client alone takes about that long.
     """
-    redis_url = "" if engine in ("cluster", "sentinel") else request.getfixturevalue("redis_url")
-    store = {
-        "resp": lambda: redis_url,
-        "redis-py": lambda: f"{redis_url}?health_check_interval=30",
-        "cluster": lambda: request.getfixturevalue("cluster_url"),
-        "sentinel": lambda: request.getfixturevalue("sentinel_url"),
-    }[engine]()
+    store = engine_url(engine)
     env = {
         "APIGUARD_TEST_STORE": store,
         "APIGUARD_TEST_LIMIT": f"{AMOUNT}/hour",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis
@@ -25,6 +25,7 @@ from apiguard import StorageError
 from apiguard.storage import Quota, RedisStore, Store, Verdict, open_store
 from tests._sentinel import RedisSentinel
 from tests._servers import RedisServer
+from tests.conftest import ENGINES
 from tests.storage._peers import HUNG, outcome, slow_start, tcp_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("close_stores")]
@@ -107,18 +108,13 @@ async def test_a_cold_start_on_sentinel_waits_for_the_primary_s_address(
         assert (await store.kv.claim("first", 30)).token is not None
 
 
-@pytest.mark.parametrize("kind", ["resp", "redis-py", "cluster", "sentinel"])
-async def test_a_cold_burst_of_300_is_exact(request: pytest.FixtureRequest, kind: str) -> None:
+@pytest.mark.parametrize("kind", ENGINES)
+async def test_a_cold_burst_of_300_is_exact(engine_url: Callable[[str], str], kind: str) -> None:
     """The first calls of a worker, all at once, on a store nobody opened: 50 of 300.
 
     At the default store timeout (0.25 s): the connection is not made within it.
     """
-    uri = {
-        "resp": lambda: request.getfixturevalue("redis_url"),
-        "redis-py": lambda: request.getfixturevalue("redis_url") + "?health_check_interval=30",
-        "cluster": lambda: request.getfixturevalue("cluster_url"),
-        "sentinel": lambda: request.getfixturevalue("sentinel_url"),
-    }[kind]()
+    uri = engine_url(kind)
     store = open_store(uri, timeout=TIMEOUT)
     outcomes = await asyncio.gather(*(outcome(_hit(store, "burst", 50), BOUND) for _ in range(300)))
     kinds = collections.Counter(

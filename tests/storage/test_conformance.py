@@ -10,7 +10,7 @@ Sentinel set-up.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from apiguard import StorageError
 from apiguard.storage import Claim, KeyValueStore, Quota, Store, Verdict, open_store
 from apiguard.testing import FrozenClock
 from tests._servers import RedisServer
+from tests.conftest import ENGINES
 
 pytestmark = pytest.mark.anyio
 
@@ -28,19 +29,12 @@ STRATEGIES = ["fixed-window", "moving-window", "sliding-window-counter"]
 HOSTILE_KEYS = ["}abc", "{x}", "a{b}c", "%7B", "a:b/c", "über", "\ud800", "", "k" * 300]
 
 
-@pytest.fixture(params=["memory", "resp", "redis-py", "cluster", "sentinel"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    """Each store kind; redis-py is reached through an option only it reads."""
-    kind = request.param
-    if kind in ("resp", "redis-py"):
-        redis_url = request.getfixturevalue("redis_url")
-    uri = {
-        "memory": lambda: "memory://",
-        "resp": lambda: redis_url,
-        "redis-py": lambda: f"{redis_url}?health_check_interval=30",
-        "cluster": lambda: request.getfixturevalue("cluster_url"),
-        "sentinel": lambda: request.getfixturevalue("sentinel_url"),
-    }[kind]()
+@pytest.fixture(params=["memory", *ENGINES])
+async def store(
+    request: pytest.FixtureRequest, engine_url: Callable[[str], str]
+) -> AsyncIterator[Store]:
+    """Each store kind, each Redis engine against a real server of its own kind."""
+    uri = "memory://" if request.param == "memory" else engine_url(request.param)
     opened = open_store(uri, timeout=2.0)
     await opened.open()
     yield opened
