@@ -103,9 +103,19 @@ def open_store(uri: object, *, timeout: float = 0.25, option: str = "storage") -
         timeout: Seconds one call to a network store may take.
         option: The option's name, for error messages.
 
+    Every Redis URI may add `connect_timeout` (seconds, 3 by default): how
+    long a worker's first connection may take where no lifespan start-up
+    made it. Cluster and Sentinel URIs take `max_connections` (100): store
+    calls in flight per worker, waiting for a free connection within their
+    timeout beyond it. Nothing is connected here: start-up
+    ([`Store.open`][apiguard.storage.Store.open]) does it.
+
     Raises:
-        ConfigError: the URI has no known scheme, is malformed, or needs a
-            client package that is not installed.
+        ConfigError: the URI has no known scheme, is malformed, has a query
+            option its client does not take (the closest known one is
+            suggested) or a value it cannot read, a database or path its
+            form does not take, or needs a client package that is not
+            installed.
 
     Examples:
         >>> open_store("memory://")
