@@ -16,6 +16,7 @@ SUITES = [
     "routing",
     "auth",
     "ratelimit",
+    "engines",
     "validation",
     "ipfilter",
     "resilience",

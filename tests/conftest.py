@@ -102,6 +102,29 @@ def sentinel_url(redis_sentinel: RedisSentinel) -> str:
     return redis_sentinel.url
 
 
+#: The Redis engines: apiguard's client, redis-py on one node, Cluster, Sentinel.
+ENGINES = ("resp", "redis-py", "cluster", "sentinel")
+
+
+@pytest.fixture
+def engine_url(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """`engine_url(kind)`: the session's server of that engine, emptied: its URI.
+
+    `"redis-py"` is the single node reached through an option only redis-py reads.
+    """
+
+    def url(kind: str) -> str:
+        if kind == "resp":
+            return str(request.getfixturevalue("redis_url"))
+        if kind == "redis-py":
+            return f"{request.getfixturevalue('redis_url')}?health_check_interval=30"
+        if kind in ("cluster", "sentinel"):
+            return str(request.getfixturevalue(f"{kind}_url"))
+        raise LookupError(f"no engine {kind!r}: one of {ENGINES}")
+
+    return url
+
+
 @pytest.fixture
 def make_cluster() -> Iterator[Callable[..., RedisCluster]]:
     """Start a cluster of the test's own (to kill and freeze nodes); stopped after the test.

@@ -69,3 +69,53 @@ def test_tracing_configurations_each_run_in_a_process_of_their_own() -> None:
         assert f"[{config}] + apiguard TracingMiddleware" in names
         assert f"[{config}] + opentelemetry-instrumentation-asgi" in names
     assert module.summary(results).startswith("Targets:")
+
+
+async def test_engine_cases_answer_as_named(
+    redis_url: str, cluster_url: str, sentinel_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each Redis engine's rows, against the test session's servers."""
+    monkeypatch.setenv("APIGUARD_BENCH_REDIS", redis_url)
+    monkeypatch.setenv("APIGUARD_BENCH_CLUSTER", cluster_url)
+    monkeypatch.setenv("APIGUARD_BENCH_SENTINEL", sentinel_url)
+    ratelimit = importlib.import_module("benchmarks.ratelimit")
+    module = importlib.import_module("benchmarks.engines")
+    for cached in (ratelimit._redis_url, module._cluster_url, module._sentinel_url):
+        cached.cache_clear()
+    cases = module.cases()
+    names = " ".join(case.name for case in cases)
+    assert all(engine in names for engine in ("RESP", "redis-py", "cluster", "sentinel"))
+    try:
+        for case in cases:
+            await case.check()
+            assert await case.batch(3) > 0
+    finally:
+        await module.aclose()
+
+
+def test_failover_timeline_reads_per_second_and_per_fail_mode() -> None:
+    """The timelines the guides print: answers per second from the fault, per app and keys."""
+    from benchmarks.failover import _after, _timeline
+
+    from tests.ratelimit._failover import Record
+
+    def record(mode: str, key: str, start: float, status: int, reason: str | None) -> Record:
+        return Record(mode, key, start, 0.01, status, reason, None, None)
+
+    records = [
+        record("fail-open", "a", 9.5, 200, None),
+        record("fail-open", "a", 10.2, 200, "store-unavailable"),
+        record("fail-closed", "a", 10.3, 503, None),
+        record("fail-closed", "a", 11.7, 200, None),
+    ]
+    table = _timeline(records, 10.0, lambda key: "all keys")
+    assert (
+        table.splitlines()[0] == "| s from the fault | fail-open all keys | fail-closed all keys |"
+    )
+    assert "| -1 | counted 1 | - |" in table
+    assert "| 0 | open 1 | 503 1 |" in table
+    assert "| 1 | - | counted 1 |" in table
+    assert _after(records, 10.0) == (
+        "fail-open: 1 uncounted, from 0.20 s to 0.20 s after the fault; "
+        "fail-closed: 1 uncounted, from 0.30 s to 0.30 s after the fault"
+    )

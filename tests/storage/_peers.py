@@ -121,3 +121,37 @@ async def noscript_then_silent(reader: asyncio.StreamReader, writer: asyncio.Str
         if not answered and len(commands) >= 2:
             writer.write(b"-NOSCRIPT No matching script. Please use EVAL.\r\n")
             answered = True
+
+
+def slow_start(port: int, delay: float) -> Handler:
+    """A proxy to `127.0.0.1:port` whose connections' first reply comes `delay` s late.
+
+    What a far-away or TLS-terminated Redis does to a new connection: its
+    handshake (`AUTH`, `SELECT`, a sentinel's answer) takes long; later
+    replies pass through at once.
+    """
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
+
+        async def forward() -> None:
+            while data := await reader.read(65536):
+                upstream_writer.write(data)
+            upstream_writer.close()
+
+        async def backward() -> None:
+            first = True
+            while data := await upstream_reader.read(65536):
+                if first:
+                    await asyncio.sleep(delay)
+                    first = False
+                writer.write(data)
+
+        sending = asyncio.ensure_future(forward())
+        try:
+            await backward()
+        finally:
+            sending.cancel()
+            upstream_writer.close()
+
+    return handler

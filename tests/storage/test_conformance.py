@@ -3,13 +3,14 @@
 The rate-limit part (the atomic hit of every quota of a policy) and the
 key-value part (claims with owner tokens, values as bytes) behave the same
 on the memory store, on apiguard's RESP client and on redis-py, each against
-a real redis-server.
+a real redis-server, and through redis-py on a real Redis Cluster and a real
+Sentinel set-up.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from apiguard import StorageError
 from apiguard.storage import Claim, KeyValueStore, Quota, Store, Verdict, open_store
 from apiguard.testing import FrozenClock
 from tests._servers import RedisServer
+from tests.conftest import ENGINES
 
 pytestmark = pytest.mark.anyio
 
@@ -27,14 +29,12 @@ STRATEGIES = ["fixed-window", "moving-window", "sliding-window-counter"]
 HOSTILE_KEYS = ["}abc", "{x}", "a{b}c", "%7B", "a:b/c", "über", "\ud800", "", "k" * 300]
 
 
-@pytest.fixture(params=["memory", "resp", "redis-py"])
-async def store(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Store]:
-    """Each store kind; redis-py is reached through an option only it reads."""
-    uri = {
-        "memory": "memory://",
-        "resp": redis_url,
-        "redis-py": f"{redis_url}?health_check_interval=30",
-    }[request.param]
+@pytest.fixture(params=["memory", *ENGINES])
+async def store(
+    request: pytest.FixtureRequest, engine_url: Callable[[str], str]
+) -> AsyncIterator[Store]:
+    """Each store kind, each Redis engine against a real server of its own kind."""
+    uri = "memory://" if request.param == "memory" else engine_url(request.param)
     opened = open_store(uri, timeout=2.0)
     await opened.open()
     yield opened

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from typing import Any, Final
+from typing import Final
 
 from limits.errors import ConfigurationError
 
@@ -44,6 +44,7 @@ from apiguard.storage._base import (
 from apiguard.storage._guard import StoreBreaker
 from apiguard.storage._memory_kv import MemoryKeyValue
 from apiguard.storage._redis import RedisStore
+from apiguard.storage._redis_options import CONNECT_TIMEOUT, Form, own_options, redis_py_options
 from apiguard.storage._remote import LimitsStore, RemoteStore
 from apiguard.storage._resp import parse_redis_uri
 from apiguard.storage.memory import MemoryStorage
@@ -102,9 +103,19 @@ def open_store(uri: object, *, timeout: float = 0.25, option: str = "storage") -
         timeout: Seconds one call to a network store may take.
         option: The option's name, for error messages.
 
+    Every Redis URI may add `connect_timeout` (seconds, 3 by default): how
+    long a worker's first connection may take where no lifespan start-up
+    made it. Cluster and Sentinel URIs take `max_connections` (100): store
+    calls in flight per worker, waiting for a free connection within their
+    timeout beyond it. Nothing is connected here: start-up
+    ([`Store.open`][apiguard.storage.Store.open]) does it.
+
     Raises:
-        ConfigError: the URI has no known scheme, is malformed, or needs a
-            client package that is not installed.
+        ConfigError: the URI has no known scheme, is malformed, has a query
+            option its client does not take (the closest known one is
+            suggested) or a value it cannot read, a database or path its
+            form does not take, or needs a client package that is not
+            installed.
 
     Examples:
         >>> open_store("memory://")
@@ -136,48 +147,57 @@ def open_store(uri: object, *, timeout: float = 0.25, option: str = "storage") -
         msg = f"store_timeout {timeout!r} is not finite"
         raise ConfigError(msg)
     endpoint = None
+    connect_timeout = CONNECT_TIMEOUT
     if bare in _REDIS:
         try:
+            uri, connect_timeout = own_options(uri)
+            # A first connection may take at least what any call may.
+            connect_timeout = max(connect_timeout, timeout)
             endpoint = parse_redis_uri(uri)
         except ValueError as exc:
             msg = f"{option} {shown} is not a valid storage URI ({redact(str(exc))[1:-1]})"
             raise ConfigError(msg) from None
-    family = bare.partition("+")[0].removesuffix("s")
+    family = bare.partition("+")[0]
+    family = family.removesuffix("s") if family in ("rediss", "valkeys") else family
     if family in _NEEDS and endpoint is None:
         modules, extra = _NEEDS[family]
         if not any(importlib.util.find_spec(module) for module in modules):
             msg = f"{option} {shown} needs the {modules[0]!r} package: pip install {extra!r}"
             raise ConfigError(msg)
+    if bare in _REDIS:
+        if endpoint is not None:
+            return RedisStore(target, shown, timeout, {}, endpoint, connect_timeout=connect_timeout)
+        try:
+            read = redis_py_options(
+                uri, family=family, form=_form(bare), connect_timeout=connect_timeout
+            )
+            parse_storage_uri(read.target)
+        except (ValueError, ConfigurationError) as exc:
+            why = redact(str(exc))[1:-1]
+            if why.startswith("Missing host or port"):  # limits reads every host's port
+                why = f"{why}: give each host its port (host:6379)"
+            msg = f"{option} {shown} is not a valid storage URI ({why})"
+            raise ConfigError(msg) from None
+        return RedisStore(
+            read.target,
+            shown,
+            timeout,
+            read.options,
+            None,
+            connect_timeout=connect_timeout,
+            max_connections=read.max_connections,
+        )
     try:
-        parsed = parse_storage_uri(target)
+        parse_storage_uri(target)
     except ConfigurationError as exc:
         msg = f"{option} {shown} is not a valid storage URI ({redact(str(exc))[1:-1]})"
         raise ConfigError(msg) from None
-    if bare in _REDIS:
-        if bare.endswith("+sentinel") and not (parsed.path or "").strip("/"):
-            msg = (
-                f"{option} {shown} names no sentinel service (redis+sentinel://host:26379/mymaster)"
-            )
-            raise ConfigError(msg)
-        options = _redis_options(bare, timeout) if endpoint is None else {}
-        return RedisStore(target, shown, timeout, options, endpoint)
     return LimitsStore(target, shown, timeout, {})
 
 
-def _redis_options(scheme: str, timeout: float) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "implementation": "redispy",
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-    }
-    if scheme.endswith("+sentinel"):
-        # Rate decisions read from the primary, never from a lagging replica.
-        options["use_replicas"] = False
-    elif not scheme.endswith("+cluster"):
-        # No client-side retries: a retried script may count a request twice,
-        # and the layer's timeout and breaker decide what a failure costs.
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        options["retry"] = Retry(NoBackoff(), 0)
-    return options
+def _form(scheme: str) -> Form:
+    """Which kind of Redis URI a (bare) scheme is."""
+    kind = scheme.partition("+")[2]
+    if kind in ("cluster", "sentinel", "unix"):
+        return kind  # type: ignore[return-value]
+    return "tls" if scheme in ("rediss", "valkeys") else "single"

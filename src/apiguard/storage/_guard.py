@@ -14,8 +14,9 @@ import logging
 from typing import Final, Literal
 
 from apiguard._clock import clock
+from apiguard.errors import redact
 
-__all__ = ["StoreBreaker"]
+__all__ = ["StoreBreaker", "reason"]
 
 logger = logging.getLogger("apiguard.storage")
 
@@ -51,8 +52,8 @@ class StoreBreaker:
         "_probe_started",
         "_reopen_at",
         "_threshold",
-        "_timeout",
         "failures",
+        "probe_timeout",
         "state",
         "store",
         "total_failures",
@@ -71,7 +72,7 @@ class StoreBreaker:
         self._threshold = threshold
         self._base = base_interval
         self._cap = cap
-        self._timeout = probe_timeout
+        self.probe_timeout = probe_timeout
         self._interval = base_interval
         self.state: BreakerState = "closed"
         self.failures = 0
@@ -88,7 +89,7 @@ class StoreBreaker:
         if self.state == "open":
             if now < self._reopen_at:
                 return False
-        elif now < self._probe_started + self._timeout:  # half-open, probe in flight
+        elif now < self._probe_started + self.probe_timeout:  # half-open, probe in flight
             return False
         self.state = "half-open"
         self._probe_started = now
@@ -113,6 +114,20 @@ class StoreBreaker:
         self.failures = 0
         self._interval = self._base
 
+    def retire(self, why: str) -> None:
+        """What failed is replaced (a new primary): close the breaker, and log the outage's end."""
+        if self.failures:
+            logger.warning(
+                "apiguard: store %s: outage over after %d failed calls (%.1f s): %s",
+                self.store,
+                self.failures,
+                clock.monotonic() - self._outage_started,
+                why,
+            )
+        self.state = "closed"
+        self.failures = 0
+        self._interval = self._base
+
     def failure(self, error: BaseException) -> None:
         """A call failed or timed out: count it, open the breaker when due."""
         now = clock.monotonic()
@@ -124,7 +139,7 @@ class StoreBreaker:
             logger.warning(
                 "apiguard: store %s failed (%s); following the fail mode until it recovers",
                 self.store,
-                type(error).__name__,
+                reason(error),
             )
         if self.state == "half-open":
             self._interval = min(self._interval * 2, self._cap)
@@ -135,3 +150,18 @@ class StoreBreaker:
     def _open(self, now: float) -> None:
         self.state = "open"
         self._reopen_at = now + self._interval
+
+
+def reason(error: BaseException) -> str:
+    """`Type: message` of an exception, secrets redacted: what a log line or an error says.
+
+    Examples:
+        >>> reason(ConnectionError("AUTH failed for redis://:hunter2@cache"))
+        'ConnectionError: AUTH failed for redis://:***@cache'
+        >>> reason(TimeoutError())
+        'TimeoutError'
+    """
+    text = str(error)
+    if not text:
+        return type(error).__name__
+    return f"{type(error).__name__}: {redact(text)[1:-1]}"

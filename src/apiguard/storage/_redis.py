@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final
+from typing import Any
 
 from limits.aio.storage import Storage
 
 from apiguard._clock import clock
+from apiguard.errors import StorageError
 from apiguard.storage._base import (
     FIXED_WINDOW,
     SLIDING_WINDOW_COUNTER,
@@ -17,8 +18,11 @@ from apiguard.storage._base import (
     Strategy,
     Verdict,
 )
+from apiguard.storage._guard import StoreBreaker
 from apiguard.storage._keys import tag
 from apiguard.storage._redis_kv import KV_SCRIPTS, RedisKeyValue
+from apiguard.storage._redis_options import CONNECT_TIMEOUT, MAX_CONNECTIONS, advice
+from apiguard.storage._redis_topology import NodeBreakers, PrimaryWatch, Topology
 from apiguard.storage._remote import RemoteStore
 from apiguard.storage._resp import Endpoint, RespClient, Script
 from apiguard.storage._scripts import (
@@ -67,13 +71,6 @@ class RedisStore(RemoteStore):
         endpoint: The node for apiguard's client; `None` for redis-py.
     """
 
-    #: Connections per process on the redis-py path. redis-py's default
-    #: pool refuses a 101st concurrent command at once (MaxConnectionsError):
-    #: under a burst that would read as a store failure and fail open. A
-    #: blocking pool makes a request wait for a free connection instead,
-    #: within the store timeout.
-    MAX_CONNECTIONS: Final = 100
-
     def __init__(
         self,
         uri: str,
@@ -81,11 +78,36 @@ class RedisStore(RemoteStore):
         timeout: float,
         options: dict[str, Any],
         endpoint: Endpoint | None = None,
+        *,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
-        super().__init__(uri, display, timeout, options)
+        self.cluster = "+cluster" in uri
+        self.sentinel = "+sentinel" in uri
+        # redis-py's default pool refuses a command beyond its size at once
+        # (MaxConnectionsError): under a burst that would read as a store
+        # failure. A single node gets a blocking pool; the pools of Cluster
+        # and Sentinel are built by limits, so calls are bounded here.
+        bounded = self.cluster or self.sentinel
+        super().__init__(
+            uri,
+            display,
+            timeout,
+            options,
+            connect_timeout=connect_timeout,
+            max_connections=max_connections if bounded else None,
+        )
         self.endpoint = endpoint
+        #: Connections per process (and event loop) on the redis-py path.
+        self.pool_size = max_connections
         self._client: RespClient | None = None
         self._scripts: dict[str, Any] = {}
+        #: Cluster: a breaker per primary; Sentinel: a watch on the primary's address.
+        self.topology: Topology | None = None
+        if self.cluster:
+            self.topology = NodeBreakers(display, self.breaker)
+        elif self.sentinel:
+            self.topology = PrimaryWatch(self.breaker)
         self.kv = RedisKeyValue(self)
 
     def client(self) -> RespClient:
@@ -96,7 +118,9 @@ class RedisStore(RemoteStore):
             if self.endpoint is None:
                 msg = f"{self.display} is served by redis-py"
                 raise RuntimeError(msg)
-            client = self._client = RespClient(self.endpoint, timeout=self.timeout)
+            client = self._client = RespClient(
+                self.endpoint, timeout=self.timeout, connect_timeout=self.connect_timeout
+            )
         return client
 
     def redis_py(self) -> Any:
@@ -104,23 +128,67 @@ class RedisStore(RemoteStore):
         storage: Any = self.storage()
         return storage.bridge.get_connection()
 
-    async def _open(self) -> None:
+    def _build(self) -> None:
         if self.endpoint is None:
-            await super()._open()
+            self.storage()
+        else:
+            self.client()
+
+    async def _connect(self) -> None:
+        if self.endpoint is not None:
+            client = self.client()
+            await client.connect()  # the first time within connect_timeout
+            await client.command("PING")
             return
-        async with asyncio.timeout(max(self.timeout, 1.0)):
-            await self.client().command("PING")
+        client = self.redis_py()
+        if self.cluster:
+            # The slots' map, then every primary once: what a cold burst
+            # would otherwise do per request.
+            await client.initialize()
+            await client.execute_command("PING", target_nodes=client.PRIMARIES)
+        else:
+            await client.ping()  # Sentinel: the primary's address, then the primary
+
+    def _advice(self, exc: BaseException) -> str:
+        return advice(self, exc)
 
     async def aclose(self) -> None:
+        if self.topology is not None:
+            await self.topology.aclose()
         client, self._client = self._client, None
         if client is not None and client.loop is asyncio.get_running_loop():
             await client.aclose()
         await super().aclose()
 
     def limiter(self, strategy: Strategy) -> Acquire:
-        if self.endpoint is None:
-            return super().limiter(strategy)
-        return self._fast_limiter(strategy)
+        if self.endpoint is not None:
+            return self._fast_limiter(strategy)
+        call = self._call(strategy)
+        guarded = self.guarded
+        breaker_for = self.breaker_for
+
+        async def acquire(key: str, quotas: Sequence[Quota], cost: int) -> Verdict:
+            # One hash tag for every quota of the request: one cluster slot,
+            # the client key escaped so that it cannot move it.
+            tagged = tag(key)
+            return await guarded(lambda: call(tagged, quotas, cost), None, breaker_for(tagged))
+
+        return acquire
+
+    def breaker_for(self, key: bytes) -> StoreBreaker:
+        """On Cluster, the breaker of the primary that serves `key`'s slot; else the store's.
+
+        A primary that dies then opens its own breaker only: the keys of
+        the other shards keep being counted. Until the client knows the
+        slots' map (its first connection), the store's breaker serves.
+        """
+        topology = self.topology
+        return self.breaker if topology is None else topology.for_key(key)
+
+    def refused(self, breaker: StoreBreaker | None = None) -> StorageError:
+        if self.topology is not None:
+            self.topology.refused(breaker or self.breaker)
+        return super().refused(breaker)
 
     def _fast_limiter(self, strategy: Strategy) -> Acquire:
         """`acquire` through apiguard's client: the deadline is the client's own."""
@@ -221,7 +289,7 @@ class RedisStore(RemoteStore):
     # --- the redis-py path ----------------------------------------------------------
 
     def _options(self) -> dict[str, Any]:
-        if "+cluster" in self.uri or "+sentinel" in self.uri:
+        if self.cluster or self.sentinel:
             return self.options
         from redis.asyncio import BlockingConnectionPool
 
@@ -229,7 +297,7 @@ class RedisStore(RemoteStore):
         url = self.uri.removeprefix("async+").replace("redis+unix", "unix")
         options["connection_pool"] = BlockingConnectionPool.from_url(
             url.replace("valkey+unix", "unix"),
-            max_connections=self.MAX_CONNECTIONS,
+            max_connections=self.pool_size,
             timeout=self.timeout,
             socket_timeout=options.pop("socket_timeout", None),
             socket_connect_timeout=options.pop("socket_connect_timeout", None),
@@ -240,6 +308,8 @@ class RedisStore(RemoteStore):
     def _connected(self, storage: Storage) -> None:
         bridge: Any = storage.bridge  # type: ignore[attr-defined]
         client = bridge.get_connection()  # the primary: rate decisions never read replicas
+        if self.topology is not None:
+            self.topology.client = client
         self._scripts = {
             name: client.register_script(text) for name, text in {**SCRIPTS, **KV_SCRIPTS}.items()
         }
@@ -252,17 +322,16 @@ class RedisStore(RemoteStore):
             raise KeyError(name)  # pragma: no cover - every script is registered
         return script
 
-    def _call(
+    def _call(  # type: ignore[override] # the key comes tagged
         self, strategy: Strategy
-    ) -> Callable[[str, Sequence[Quota], int], Awaitable[Verdict]]:
+    ) -> Callable[[bytes, Sequence[Quota], int], Awaitable[Verdict]]:
         # Each strategy keeps its own keys and data types (strings, sorted
         # sets): the strategy is in the key, so that changing it never meets
         # WRONGTYPE.
         code = _CODES[strategy].encode()
 
-        async def call(key: str, quotas: Sequence[Quota], cost: int) -> Verdict:
+        async def call(tagged: bytes, quotas: Sequence[Quota], cost: int) -> Verdict:
             script = self.script(strategy)
-            tagged = tag(key)
             args: list[int] = [cost]
             if strategy == FIXED_WINDOW:
                 keys, resets = _fixed_keys(tagged, quotas, clock.time())
@@ -273,7 +342,6 @@ class RedisStore(RemoteStore):
             if strategy == SLIDING_WINDOW_COUNTER:
                 keys, args = _sliding_args(tagged, quotas, cost, clock.time())
                 return _parse_reply(await script(keys=keys, args=args), len(quotas))
-            # One hash tag for every quota of the request: one cluster slot.
             names = [b"%b%b:%b" % (tagged, code, quota.uid.encode()) for quota in quotas]
             for quota in quotas:
                 args += (quota.amount, quota.window * 1000)

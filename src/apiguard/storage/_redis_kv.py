@@ -98,7 +98,8 @@ class RedisKeyValue:
         name_key = kv_key(key)
         if store.endpoint is None:
             script = store.script(name)
-            return await store.guarded(lambda: script(keys=[name_key], args=args), timeout)
+            breaker = store.breaker_for(name_key)
+            return await store.guarded(lambda: script(keys=[name_key], args=args), timeout, breaker)
         resp_script = _RESP_SCRIPTS[name]
         tail = _bulk(name_key) + b"".join(_bulk(arg) for arg in args)
 
@@ -107,14 +108,19 @@ class RedisKeyValue:
 
         return await store.guarded(call, timeout)
 
-    async def _command(self, args: list[bytes], timeout: float | None) -> Any:
+    async def _command(self, command: str, key: bytes, timeout: float | None) -> Any:
         store = self._store
         if store.endpoint is None:
+            # A str command name: redis-py's cluster client looks commands up
+            # by name (a bytes name raises TypeError there).
             client = store.redis_py()
-            return await store.guarded(lambda: client.execute_command(*args), timeout)
+            breaker = store.breaker_for(key)
+            return await store.guarded(
+                lambda: client.execute_command(command, key), timeout, breaker
+            )
 
         async def call() -> Any:
-            return await store.client().command(*args)
+            return await store.client().command(command, key)
 
         return await store.guarded(call, timeout)
 
@@ -157,11 +163,11 @@ class RedisKeyValue:
 
     async def get(self, key: str, *, timeout: float | None = None) -> bytes | None:
         """The value under `key`, or `None` (absent, expired, or only claimed)."""
-        reply = await self._command([b"GET", kv_key(key)], timeout)
+        reply = await self._command("GET", kv_key(key), timeout)
         if isinstance(reply, bytes) and reply[:1] == b"v":
             return reply[1:]
         return None
 
     async def delete(self, key: str, *, timeout: float | None = None) -> None:
         """Forget `key`."""
-        await self._command([b"DEL", kv_key(key)], timeout)
+        await self._command("DEL", kv_key(key), timeout)

@@ -21,7 +21,7 @@ from limits.aio.storage import Storage
 from limits.storage import storage_from_string
 
 from apiguard._clock import clock
-from apiguard.errors import StorageError, redact
+from apiguard.errors import StorageError
 from apiguard.storage._base import (
     FIXED_WINDOW,
     MOVING_WINDOW,
@@ -32,8 +32,9 @@ from apiguard.storage._base import (
     Verdict,
     sliding_wait,
 )
-from apiguard.storage._guard import StoreBreaker
+from apiguard.storage._guard import StoreBreaker, reason
 from apiguard.storage._keys import limits_key
+from apiguard.storage._redis_options import CONNECT_TIMEOUT
 
 __all__ = ["LimitsStore", "RemoteStore"]
 
@@ -45,24 +46,51 @@ T = TypeVar("T")
 class RemoteStore:
     """A store reached over the network: lazy client, timeouts, breaker.
 
+    The client of each event loop is built and connected once, on first use
+    ([`open`][apiguard.storage.Store.open] at lifespan start-up, else the
+    first call): the build (importing and constructing redis-py's client,
+    synchronous) before any timeout starts, the connection within
+    `connect_timeout`, shared by every caller that arrives meanwhile. Calls
+    after that are bounded by the store timeout, reconnections included.
+
     Args:
         uri: The `limits` async storage URI (`async+redis://...`).
         display: The URI as given, password redacted, for logs and errors.
         timeout: Seconds a store call may take before it counts as failed.
         options: Keyword options for the `limits` storage.
+        connect_timeout: Seconds the first connection of an event loop may take.
+        max_connections: Calls in flight per event loop, when bounded (the
+            redis-py pools of Cluster and Sentinel refuse a command beyond
+            their size at once; a call waits for a slot instead, within its
+            timeout); `None`: unbounded.
     """
 
     #: The key-value part; `None` where the store cannot claim atomically.
     kv: KeyValueStore | None = None
 
-    def __init__(self, uri: str, display: str, timeout: float, options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        uri: str,
+        display: str,
+        timeout: float,
+        options: dict[str, Any],
+        *,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        max_connections: int | None = None,
+    ) -> None:
         self.uri = uri
         self.display = display
         self.timeout = timeout
         self.options = options
+        self.connect_timeout = max(connect_timeout, timeout)
+        self.max_connections = max_connections
         self.breaker = StoreBreaker(display, probe_timeout=max(2 * timeout, 0.5))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._storage: Storage | None = None
+        self._bound: asyncio.Semaphore | None = None
+        #: The event loop whose first connection was tried (made or failed).
+        self._warm: asyncio.AbstractEventLoop | None = None
+        self._warming: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.display})"
@@ -79,6 +107,8 @@ class RemoteStore:
                 raise StorageError(msg)
             self._storage = storage
             self._loop = loop
+            if self.max_connections is not None:
+                self._bound = asyncio.Semaphore(self.max_connections)
             self._connected(storage)
         return self._storage
 
@@ -89,31 +119,79 @@ class RemoteStore:
     def _connected(self, storage: Storage) -> None:
         """Hook: prepare what the store needs on a new client (scripts)."""
 
+    def _build(self) -> None:
+        """Hook: build the client of the running loop (synchronous, no I/O)."""
+        self.storage()
+
+    async def _connect(self) -> None:
+        """Hook: reach the store once; raise what went wrong."""
+        if not await self.storage().check():
+            msg = "the store did not answer its health check"
+            raise StorageError(msg)
+
+    async def warm_up(self) -> None:
+        """Build and connect this event loop's client, once; shared by concurrent callers.
+
+        The build runs before any timeout (it cannot be interrupted), the
+        connection within `connect_timeout`. Raises what the connection
+        raised; either way, later calls are bounded by the store timeout.
+        """
+        loop = asyncio.get_running_loop()
+        task = self._warming
+        if task is None or task.get_loop() is not loop or task.done():
+            self._build()
+            task = self._warming = loop.create_task(self._warm_up(loop))
+            task.add_done_callback(_retrieve)
+        await asyncio.shield(task)
+
+    async def _warm_up(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await self._connect()
+        except TimeoutError:
+            msg = f"not connected within connect_timeout ({self.connect_timeout:g} s)"
+            raise TimeoutError(msg) from None
+        finally:
+            self._warm = loop
+
     async def open(self) -> None:
         """Build the client and reach the store now, at start-up; log (never raise) a failure."""
         try:
-            await self._open()
+            await self.warm_up()
         except Exception as exc:
             logger.warning(
-                "apiguard: store %s is not reachable at start-up (%s: %s); requests follow "
+                "apiguard: store %s is not reachable at start-up (%s)%s; requests follow "
                 "their layer's fail mode until it is",
                 self.display,
-                type(exc).__name__,
-                redact(str(exc))[1:-1],
+                reason(exc),
+                self._advice(exc),
             )
 
-    async def _open(self) -> None:
-        """Hook: connect; by default build the `limits` storage and ask it `check()`."""
-        storage = self.storage()
-        async with asyncio.timeout(max(self.timeout, 1.0)):
-            await storage.check()
+    def _advice(self, exc: BaseException) -> str:
+        """Hook: what to check, after a failure at start-up."""
+        return ""
 
     async def aclose(self) -> None:
         """Close the client's connections (at shutdown); the next call reconnects."""
+        task, self._warming = self._warming, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+        self._warm = None  # the next call connects as a first one
         storage, self._storage, self._loop = self._storage, None, None
         bridge = getattr(storage, "bridge", None)
-        if bridge is not None:
-            client = bridge.get_connection()
+        if bridge is None:
+            return
+        clients = [bridge.get_connection()]
+        # Sentinel: the replica's client, and one client per sentinel process
+        # (asked for the primary's address), each with connections of its own.
+        replica = getattr(bridge, "storage_replica", None)
+        if replica is not None:
+            clients.append(replica)
+        sentinel = getattr(bridge, "sentinel", None)
+        if sentinel is not None:
+            clients += sentinel.sentinels
+        for client in clients:
             await client.aclose()
             pool = getattr(client, "connection_pool", None)
             if pool is not None:  # a pool passed in is not closed by the client
@@ -121,42 +199,69 @@ class RemoteStore:
 
     # --- guarded calls ---------------------------------------------------------------
 
-    def refused(self) -> StorageError:
+    def breaker_for(self, key: bytes) -> StoreBreaker:
+        """The breaker that guards calls on `key` (one for the whole store by default)."""
+        return self.breaker
+
+    def refused(self, breaker: StoreBreaker | None = None) -> StorageError:
         """The error of a call the open breaker refused."""
-        breaker = self.breaker
+        breaker = breaker or self.breaker
         return StorageError(
-            f"{self.display}: breaker open",
+            f"{breaker.store}: breaker open",
             retry_after=breaker.retry_after(),
             state=breaker.state,
             failures=breaker.failures,
         )
 
-    def failed(self, exc: BaseException) -> StorageError:
+    def failed(self, exc: BaseException, breaker: StoreBreaker | None = None) -> StorageError:
         """Count a failure with the breaker; the `StorageError` that says so."""
-        breaker = self.breaker
+        breaker = breaker or self.breaker
         breaker.failure(exc)
         return StorageError(
-            f"{self.display}: {type(exc).__name__}",
+            f"{breaker.store}: {reason(exc)}",
             retry_after=breaker.retry_after(),
             state=breaker.state,
             failures=breaker.failures,
         )
 
-    async def guarded(self, call: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
-        """Run `call` within the store's timeout (or `timeout` if less), the breaker first."""
-        breaker = self.breaker
+    async def guarded(
+        self,
+        call: Callable[[], Awaitable[T]],
+        timeout: float | None = None,
+        breaker: StoreBreaker | None = None,
+    ) -> T:
+        """Run `call` within the store's timeout (or `timeout` if less), the breaker first.
+
+        The first call of an event loop connects first (`warm_up`), within
+        the connect timeout rather than the call's.
+        """
+        breaker = breaker or self.breaker
         if not breaker.allow():
-            raise self.refused()
+            raise self.refused(breaker)
+        if self._warm is not asyncio.get_running_loop():
+            try:
+                await self.warm_up()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                raise self.failed(exc, breaker) from exc
         limit = self.timeout if timeout is None or timeout > self.timeout else timeout
+        bound = self._bound
         try:
             async with asyncio.timeout(limit):
-                result = await call()
+                if bound is None:
+                    result = await call()
+                else:
+                    # A slot per connection: wait for one within the call's
+                    # timeout, rather than fail at once on a full pool.
+                    async with bound:
+                        result = await call()
         except asyncio.CancelledError:
             # Our timeout is a TimeoutError; a cancellation is the request's
             # own (client gone): not the store's fault.
             raise
         except Exception as exc:
-            raise self.failed(exc) from exc
+            raise self.failed(exc, breaker) from exc
         if breaker.failures:  # the first success after failures closes the breaker
             breaker.success()
         return result
@@ -175,6 +280,12 @@ class RemoteStore:
         self, strategy: Strategy
     ) -> Callable[[str, Sequence[Quota], int], Awaitable[Verdict]]:  # pragma: no cover
         raise NotImplementedError
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark a warm-up's failure as seen: each waiting caller got it already."""
+    if not task.cancelled():
+        task.exception()
 
 
 class LimitsStore(RemoteStore):

@@ -20,7 +20,12 @@ Robustness rules:
   [`RespConnectionError`][apiguard.storage._resp.RespConnectionError], and the
   next call reconnects.
 - Connecting (TCP or unix socket, TLS, `AUTH`, `SELECT`, `CLIENT SETNAME`) is
-  done once for all the callers that need it, within each caller's deadline.
+  done once for all the callers that need it. The client's first connection
+  (a cold start, where no lifespan start-up connected it) is bounded by
+  `connect_timeout`, not by the callers' deadlines, and each caller's
+  deadline starts once it is made; every later one (a reconnection after an
+  outage) within each caller's deadline, so that an outage costs a request
+  no more than its timeout.
 - No call outlives its deadline. A command sent on a connection already lost
   (a peer that accepts and closes at once, Redis at `maxclients`, which says
   why first) fails at once with the reason, rather than wait on a timer that
@@ -279,15 +284,28 @@ class RespClient:
 
     Args:
         endpoint: Where to connect and how to authenticate.
-        timeout: Seconds a call may take, connecting included.
+        timeout: Seconds a call may take, a reconnection included.
+        connect_timeout: Seconds the first connection may take (at least
+            `timeout`); the deadline of the calls that wait for it starts
+            once it is made.
         dead_after: Seconds a connection may owe a reply past its deadline
             before it is closed and made again.
     """
 
-    def __init__(self, endpoint: Endpoint, *, timeout: float, dead_after: float = 2.0) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        timeout: float,
+        connect_timeout: float | None = None,
+        dead_after: float = 2.0,
+    ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        self.connect_timeout = max(connect_timeout or timeout, timeout)
         self.dead_after = max(dead_after, timeout)
+        #: No connection attempt has ended yet (made or failed).
+        self.cold = True
         self.reader_factory = reader_factory()
         self.loop = asyncio.get_running_loop()
         self._connection: _Connection | None = None
@@ -311,7 +329,7 @@ class RespClient:
         deadline = self.loop.time() + self.timeout
         connection = self._connection
         if connection is None:
-            connection = await self._connect(deadline)
+            connection, deadline = await self._connect(deadline)
         self.sent += 1
         reply = await connection.send(payload, deadline, unread, skip)
         if type(reply) is ReplyError:
@@ -355,7 +373,7 @@ class RespClient:
         deadline = self.loop.time() + self.timeout
         connection = self._connection
         if connection is None:
-            connection = await self._connect(deadline)
+            connection, deadline = await self._connect(deadline)
         self.sent += 1
         reply = await connection.send(script.command(numkeys, tail, count), deadline)
         if type(reply) is ReplyError:
@@ -363,19 +381,36 @@ class RespClient:
                 raise reply
             connection = self._connection
             if connection is None:
-                connection = await self._connect(deadline)
+                connection, deadline = await self._connect(deadline)
             self.sent += 1
             reply = await connection.send(script.fallback(numkeys, tail, count), deadline)
             if type(reply) is ReplyError:
                 raise reply
         return reply
 
-    async def _connect(self, deadline: float) -> _Connection:
-        """The shared connection attempt, awaited within this caller's deadline."""
+    async def connect(self) -> None:
+        """Connect now unless connected: the first time within `connect_timeout`."""
+        if self._connection is None:
+            await self._connect(self.loop.time() + self.timeout)
+
+    async def _connect(self, deadline: float) -> tuple[_Connection, float]:
+        """The shared connection attempt; the connection and the caller's deadline after it.
+
+        The first attempt is bounded by `connect_timeout` (its own timeout),
+        and the caller's deadline starts again once it ends; a later one
+        within the caller's deadline.
+        """
         task = self._connecting
         if task is None:
-            task = self._connecting = self.loop.create_task(self._open())
+            task = self._connecting = self.loop.create_task(self._open(self.cold))
             task.add_done_callback(self._connected)
+        if self.cold:
+            # A cold start: no caller's deadline applies, the attempt has its own.
+            connection = await self._wait(task, None)
+            return connection, self.loop.time() + self.timeout
+        return await self._wait(task, deadline), deadline
+
+    async def _wait(self, task: asyncio.Task[_Connection], deadline: float | None) -> _Connection:
         try:
             async with asyncio.timeout_at(deadline):
                 return await asyncio.shield(task)
@@ -392,15 +427,17 @@ class RespClient:
     def _connected(self, task: asyncio.Task[_Connection]) -> None:
         if self._connecting is task:
             self._connecting = None
+        self.cold = False
         if not task.cancelled():
             task.exception()  # retrieved: a failed attempt is each waiter's error
 
-    async def _open(self) -> _Connection:
+    async def _open(self, cold: bool = False) -> _Connection:
         endpoint = self.endpoint
         loop = self.loop
         connection = _Connection(self, loop)
+        budget = self.connect_timeout if cold else self.timeout
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(budget):
                 if endpoint.path is not None:
                     await loop.create_unix_connection(lambda: connection, endpoint.path)
                 else:
@@ -418,7 +455,7 @@ class RespClient:
                     )
                 commands = endpoint.handshake()
                 if commands:
-                    deadline = loop.time() + self.timeout
+                    deadline = loop.time() + budget
                     futures = [connection.send(command, deadline) for command in commands]
                     self.sent += 1
                     for reply in await asyncio.gather(*futures):
