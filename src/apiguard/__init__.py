@@ -10,6 +10,7 @@ from apiguard.auth import APIKeyAuth, AuthMiddleware, JWTAuth
 from apiguard.compose import guard
 from apiguard.context import Decision, RequestContext, get_context
 from apiguard.errors import ConfigError, StorageError
+from apiguard.idempotency import IdempotencyMiddleware
 from apiguard.principal import Principal
 from apiguard.problems import Problem, set_problem_formatter
 from apiguard.ratelimit import (
@@ -27,6 +28,7 @@ __all__ = [
     "AuthMiddleware",
     "ConfigError",
     "Decision",
+    "IdempotencyMiddleware",
     "JWTAuth",
     "Principal",
     "Problem",
