@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmarks.driver import environment, run_cases, table, to_json
 
-SUITES = ["core", "routing", "auth", "ratelimit", "validation", "stack"]
+SUITES = ["core", "routing", "auth", "ratelimit", "validation", "idempotency", "stack"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ import pytest
 pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.parametrize("suite", ["core", "routing", "auth", "stack"])
+@pytest.mark.parametrize("suite", ["core", "routing", "auth", "idempotency", "stack"])
 async def test_benchmark_cases_answer_as_named(suite: str) -> None:
     module = importlib.import_module(f"benchmarks.{suite}")
     cases = module.cases()

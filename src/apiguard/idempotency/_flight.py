@@ -70,6 +70,7 @@ class Flight:
         "_beat",
         "_settling",
         "_size",
+        "_timer",
         "_unstored",
         "body",
         "fingerprint",
@@ -124,33 +125,48 @@ class Flight:
         self.outcome: str | None = None
         #: Whether a renewal found the claim gone (expired, or another's now).
         self.lost = False
+        self._timer: asyncio.TimerHandle | None = None
         self._beat: asyncio.Task[None] | None = None
 
     # --- the lease -------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start renewing the lease, every third of it, until the response is settled."""
-        self._beat = asyncio.get_running_loop().create_task(self._heartbeat())
+        """Start renewing the lease, every third of it, until the response is settled.
 
-    async def _heartbeat(self) -> None:
+        A timer, not a task, until the first renewal is due: most requests
+        end well within a third of the lease, and a timer costs a fraction
+        of a task to make and to cancel.
+        """
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.lease / 3, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        if not self._settling:
+            self._beat = asyncio.get_running_loop().create_task(self._renew())
+
+    async def _renew(self) -> None:
         interval = self.lease / 3
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                held = await self.kv.renew(
-                    self.key, self.token, self.lease, timeout=min(self.timeout, interval)
-                )
-            except StorageError:
-                continue  # the claim may still stand: the next beat tries again
-            if not held:
-                self.lost = True
-                logger.warning(
-                    "apiguard.idempotency: a request's claim expired while it ran (the event "
-                    "loop stalled, or the store lost it); its response will not be stored"
-                )
-                return
+        try:
+            held = await self.kv.renew(
+                self.key, self.token, self.lease, timeout=min(self.timeout, interval)
+            )
+        except StorageError:
+            held = True  # the claim may still stand: the next beat tries again
+        self._beat = None
+        if not held:
+            self.lost = True
+            logger.warning(
+                "apiguard.idempotency: a request's claim expired while it ran (the event "
+                "loop stalled, or the store lost it); its response will not be stored"
+            )
+        elif not self._settling:
+            self._timer = asyncio.get_running_loop().call_later(interval, self._due)
 
     def _stop(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
         beat, self._beat = self._beat, None
         if beat is not None:
             beat.cancel()

@@ -48,6 +48,8 @@ _FIELD: Final = re.compile(
     rb"[\x20\t]*(?:" + _STRING + rb"|" + _BARE + rb")" + _PARAMETERS + rb"[\x20\t]*"
 )
 _ESCAPE: Final = re.compile(rb'\\(["\\])')
+#: The usual field, a quoted key without escapes or parameters: one cheap match.
+_PLAIN: Final = re.compile(rb'"([\x20\x21\x23-\x5b\x5d-\x7e]{1,%d})"' % MAX_KEY_LENGTH)
 
 
 def parse_key(value: bytes) -> str | None:
@@ -69,6 +71,9 @@ def parse_key(value: bytes) -> str | None:
         >>> parse_key(b"one, two") is None, parse_key(b'""') is None
         (True, True)
     """
+    plain = _PLAIN.fullmatch(value)
+    if plain is not None:
+        return plain[1].decode("ascii")
     match = _FIELD.fullmatch(value)
     if match is None:
         return None

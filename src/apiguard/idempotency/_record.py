@@ -63,13 +63,18 @@ class StoredResponse(NamedTuple):
 
 def kept_headers(headers: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
     """The headers of a response that are stored (see the module's docstring)."""
-    pairs = [(bytes(name), bytes(value)) for name, value in headers]
-    dropped: set[bytes] | frozenset[bytes] = NOT_KEPT
-    for name, value in pairs:
-        if name.lower() == b"connection":  # RFC 9110 §7.6.1: the fields it names are hop-by-hop
-            listed = {token.strip().lower() for token in value.split(b",")}
-            dropped = dropped | listed
-    return [(name, value) for name, value in pairs if name.lower() not in dropped]
+    kept: RawHeaders = []
+    listed: set[bytes] | None = None
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered in NOT_KEPT:
+            if lowered == b"connection":  # RFC 9110 §7.6.1: the fields it names are hop-by-hop
+                listed = (listed or set()) | {t.strip().lower() for t in value.split(b",")}
+            continue
+        kept.append((name, value))
+    if listed:
+        kept = [(name, value) for name, value in kept if name.lower() not in listed]
+    return kept
 
 
 def encode(fingerprint: bytes, status: int, headers: RawHeaders, body: bytes) -> bytes:
