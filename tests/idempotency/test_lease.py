@@ -174,8 +174,8 @@ async def test_redis_claim_left_by_a_dead_holder_expires(redis_url: str) -> None
     kv = store.kv
     assert kv is not None
     try:
-        # What a worker killed mid-request leaves behind: its claim, for a 1 s lease.
-        dead = await kv.claim(store_key("idempotency", f"a:{CLIENT[0]}", key), 1.0)
+        # What a worker killed mid-request leaves behind: its claim, for a 3 s lease.
+        dead = await kv.claim(store_key("idempotency", f"a:{CLIENT[0]}", key), 3.0)
         assert dead.token is not None
         async with client(app) as http:
             statuses = await _until_it_runs(http, key, bound=20)
