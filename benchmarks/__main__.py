@@ -19,6 +19,7 @@ SUITES = [
     "engines",
     "validation",
     "ipfilter",
+    "idempotency",
     "resilience",
     "stack",
     "tracing",

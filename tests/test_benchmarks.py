@@ -10,7 +10,8 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.mark.parametrize(
-    "suite", ["core", "routing", "auth", "ipfilter", "resilience", "stack", "tracing"]
+    "suite",
+    ["core", "routing", "auth", "ipfilter", "idempotency", "resilience", "stack", "tracing"],
 )
 async def test_benchmark_cases_answer_as_named(suite: str) -> None:
     module = importlib.import_module(f"benchmarks.{suite}")

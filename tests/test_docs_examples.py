@@ -354,6 +354,73 @@ async def test_validation_fastapi_example_uses_the_layers_model() -> None:
     assert replaced.json() == {"id": 9, "quantity": 4}
 
 
+# --- idempotency ----------------------------------------------------------------------
+
+ACME = {"x-api-key": "pk-acme-7f3a9c2e4b1d"}
+GLOBEX = {"x-api-key": "pk-globex-2c9f4e7a1b"}
+
+
+async def test_idempotency_example_charges_once_per_key_and_partner() -> None:
+    server: Any = importlib.import_module("examples.idempotency")
+    server.CHARGES.clear()
+    key = {"idempotency-key": '"order-7-payment"'}
+    async with await _client("idempotency") as client:
+        missing = await client.post("/payments", json={"amount": 100}, headers=ACME)
+        first = await client.post("/payments", json={"amount": 100}, headers={**ACME, **key})
+        again = await client.post("/payments", json={"amount": 100}, headers={**ACME, **key})
+        other = await client.post("/payments", json={"amount": 999}, headers={**ACME, **key})
+        globex = await client.post("/payments", json={"amount": 100}, headers={**GLOBEX, **key})
+        unkeyed_order = await client.post("/orders", json={}, headers=ACME)
+    assert missing.status_code == 400
+    assert first.json() == {"id": "pay_1", "amount": 100, "status": "captured"}
+    assert (again.json(), again.headers["idempotent-replayed"]) == (first.json(), "true")
+    assert other.status_code == 422
+    assert globex.json()["id"] == "pay_2"  # the same key from another partner is its own
+    assert unkeyed_order.status_code == 201  # a key is optional there
+    assert len(server.CHARGES) == 2
+
+
+class _LosesResponses(httpx.AsyncBaseTransport):
+    """Delivers every request to the app, and loses its first `lost` answers on the way back."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, lost: int) -> None:
+        self.inner = inner
+        self.lost = lost
+        self.sent = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        self.sent += 1
+        if self.lost:
+            self.lost -= 1
+            await response.aclose()
+            raise httpx.ReadError("connection reset by peer", request=request)
+        return response
+
+
+async def test_idempotency_client_retries_lost_answers_and_charges_once() -> None:
+    server: Any = importlib.import_module("examples.idempotency")
+    recipe: Any = importlib.import_module("examples.idempotency_client")
+    server.CHARGES.clear()
+    transport = _LosesResponses(httpx.ASGITransport(server.app), lost=2)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=ACME) as client:
+        paid = await recipe.post_once(client, "/payments", {"amount": 100}, base=0.01)
+    assert transport.sent == 3  # two answers lost, the third arrived
+    assert paid.status_code == 201
+    assert paid.headers["idempotent-replayed"] == "true"  # the first attempt's charge
+    assert len(server.CHARGES) == 1
+
+
+async def test_idempotency_client_gives_up_after_its_attempts() -> None:
+    server: Any = importlib.import_module("examples.idempotency")
+    recipe: Any = importlib.import_module("examples.idempotency_client")
+    transport = _LosesResponses(httpx.ASGITransport(server.app), lost=10)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=ACME) as client:
+        with pytest.raises(httpx.ReadError):
+            await recipe.post_once(client, "/payments", {"amount": 5}, attempts=3, base=0.01)
+    assert transport.sent == 3
+
+
 def test_readme_snippet_builds() -> None:
     """The README's wrapping example is real code against the real API."""
     block = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)

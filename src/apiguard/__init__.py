@@ -10,6 +10,7 @@ from apiguard.auth import APIKeyAuth, AuthMiddleware, JWTAuth
 from apiguard.compose import guard
 from apiguard.context import Decision, RequestContext, get_context
 from apiguard.errors import ConfigError, StorageError
+from apiguard.idempotency import IdempotencyMiddleware
 from apiguard.ipfilter import IPFilterMiddleware
 from apiguard.principal import Principal
 from apiguard.problems import Problem, set_problem_formatter
@@ -40,6 +41,7 @@ __all__ = [
     "Decision",
     "Fallback",
     "IPFilterMiddleware",
+    "IdempotencyMiddleware",
     "JWTAuth",
     "Principal",
     "Problem",
