@@ -99,16 +99,7 @@ async def test_redis_sentinel_runs_concurrent_duplicates_once(
     sentinel_url: str, close_stores: list[Any]
 ) -> None:
     app, orders = orders_app(storage=sentinel_url, store_timeout=5.0)
-    try:
-        await _held_duplicates(app, orders)
-    finally:
-        # The store's aclose() closes the primary's pool but not redis-py's
-        # connections to the sentinels themselves (a storage gap, reported):
-        # closed here so that no socket outlives the test.
-        for store in close_stores:
-            sentinel = getattr(getattr(store._storage, "bridge", None), "sentinel", None)
-            for node in getattr(sentinel, "sentinels", ()):
-                await node.aclose()
+    await _held_duplicates(app, orders)  # close_stores closes them, sentinels included
 
 
 async def both_workers_up(http: httpx.AsyncClient) -> None:
@@ -182,3 +173,29 @@ async def test_two_uvicorn_workers_sharing_redis_run_a_key_once(redis_url: str) 
     assert runs == b"1"  # the app ran once, in one of the two processes
     assert replay.headers["idempotent-replayed"] == "true"
     assert replay.json() == first.json()
+
+
+@pytest.mark.parametrize("where", ["memory", "redis"])
+@pytest.mark.usefixtures("close_stores")
+async def test_another_payload_while_the_first_runs_is_422_not_409(
+    where: str, redis_url: str
+) -> None:
+    """The claim carries the first request's fingerprint: another body is told apart at once."""
+    storage = {"memory": "memory://", "redis": redis_url}[where]
+    app, orders = orders_app(storage=storage, store_timeout=5.0)
+    orders.hold()
+    key = new_key()
+    async with client(app) as http, anyio.create_task_group() as tasks:
+        first: list[httpx.Response] = []
+
+        async def run_first() -> None:
+            first.append(await http.post("/orders", content=b'{"sku":"A-1"}', headers=keyed(key)))
+
+        tasks.start_soon(run_first)
+        with anyio.fail_after(20):
+            await orders.entered.wait()  # the first request runs, and holds
+        other = await http.post("/orders", content=b'{"sku":"B-2"}', headers=keyed(key))
+        same = await http.post("/orders", content=b'{"sku":"A-1"}', headers=keyed(key))
+        orders.release()
+    assert (other.status_code, same.status_code, first[0].status_code) == (422, 409, 201)
+    assert orders.runs["orders"] == 1

@@ -92,8 +92,22 @@ async def test_a_claim_is_won_once(store: Store) -> None:
     first = await kv.claim("order-1", 30)
     assert first.token is not None
     assert first.value is None
-    assert await kv.claim("order-1", 30) == Claim(None, None)
+    assert await kv.claim("order-1", 30) == Claim(None, None, b"")
     assert await kv.get("order-1") is None  # claimed, no value yet
+
+
+async def test_a_claim_carries_a_note_its_rivals_read(store: Store) -> None:
+    """The idempotency layer's fingerprint: a rival tells 409 (same) from 422 (another)."""
+    kv = kv_of(store)
+    fingerprint = bytes(range(256)) * 2
+    token = (await kv.claim("order-2", 30, note=fingerprint)).token
+    assert token is not None
+    assert await kv.claim("order-2", 30, note=b"other") == Claim(None, None, fingerprint)
+    assert await kv.renew("order-2", token, 30)  # the note changes nothing for the owner
+    assert await kv.put("order-2", b"done", 30, token=token)
+    assert await kv.claim("order-2", 30) == Claim(None, b"done", None)
+    assert (await kv.claim("bare", 30)).token is not None
+    assert await kv.claim("bare", 30) == Claim(None, None, b"")  # a claim without a note
 
 
 async def test_concurrent_claims_have_one_winner(store: Store) -> None:

@@ -34,7 +34,7 @@ from apiguard.layer import Answer, Description, HeaderInfo, JSONValue, Options, 
 from apiguard.problems import Problem, ProblemResponse
 from apiguard.routing import WEBSOCKET, RoutePolicies, request_method
 from apiguard.routing._keys import fold_method
-from apiguard.storage import KeyValueStore, MemoryStorage, Store, open_store
+from apiguard.storage import Claim, KeyValueStore, MemoryStorage, Store, open_store
 
 __all__ = ["IdempotencyMiddleware"]
 
@@ -329,13 +329,15 @@ class IdempotencyMiddleware:
         digest = fingerprint(method, scope, body)
         claimed = store_key(self.name, self._callers(scope), key)
         try:
-            claim = await self.kv.claim(claimed, self.lease, timeout=context.remaining())
+            claim = await self.kv.claim(
+                claimed, self.lease, note=digest, timeout=context.remaining()
+            )
         except StorageError as exc:
             await self._store_failed(scope, ReplayReceive(body, receive), send, context, exc)
             return
         token = claim.token
         if token is None:
-            await self._answer_repeat(scope, receive, send, context, claim.value, digest, body)
+            await self._answer_repeat(scope, receive, send, context, claim, digest, body)
             return
         flight = Flight(
             self.kv,
@@ -370,12 +372,19 @@ class IdempotencyMiddleware:
         receive: Receive,
         send: Send,
         context: RequestContext,
-        value: bytes | None,
+        claim: Claim,
         digest: bytes,
         body: bytes,
     ) -> None:
         """A key seen before: 409 while it runs, 422 for another payload, else the replay."""
+        value = claim.value
         if value is None:
+            # The first request still runs; its claim carries its fingerprint
+            # (draft §2.7: another payload under the key is 422, even now).
+            if claim.note and claim.note != digest:
+                context.record(self._reject_mismatch)
+                await self._mismatch.send(scope, send)
+                return
             context.record(self._reject_conflict)
             await self._conflict.send(scope, send)
             return

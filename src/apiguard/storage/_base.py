@@ -132,12 +132,15 @@ class Claim(NamedTuple):
         token: The owner token when the claim is now the caller's, else `None`.
         value: The value stored under the key when there is one (the key
             was claimed and then `put`), else `None`.
+        note: When another caller holds a live claim on the key: the note
+            that caller claimed it with (`b""` for none), else `None`.
 
-    Both `None`: another caller holds a live claim on the key.
+    `token` and `value` both `None`: another caller holds a live claim.
     """
 
     token: str | None
     value: bytes | None = None
+    note: bytes | None = None
 
 
 class KeyValueStore(Protocol):
@@ -150,10 +153,14 @@ class KeyValueStore(Protocol):
     reach another key's slot or value.
     """
 
-    async def claim(self, key: str, ttl: float, *, timeout: float | None = None) -> Claim:
+    async def claim(
+        self, key: str, ttl: float, *, note: bytes = b"", timeout: float | None = None
+    ) -> Claim:
         """Claim `key` for `ttl` seconds if nobody holds it; or say what holds it.
 
-        Atomic: of two callers, one gets the token.
+        Atomic: of two callers, one gets the token. `note` (a request's
+        fingerprint, say) goes with the claim: a caller who finds the claim
+        held reads it in [`Claim.note`][apiguard.storage.Claim].
         """
         ...
 

@@ -51,7 +51,7 @@ class MemoryKeyValue:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.bytes = 0
-        # key -> [expires, kind, token or value, version]
+        # key -> [expires, kind, (token, note) or value, version]
         self._entries: dict[str, list[object]] = {}
         # (expires, version, key): a lazy heap; stale rows are skipped.
         self._heap: list[tuple[float, int, str]] = []
@@ -146,17 +146,20 @@ class MemoryKeyValue:
 
     # --- the protocol ----------------------------------------------------------------
 
-    async def claim(self, key: str, ttl: float, *, timeout: float | None = None) -> Claim:
+    async def claim(
+        self, key: str, ttl: float, *, note: bytes = b"", timeout: float | None = None
+    ) -> Claim:
         """Claim `key` for `ttl` seconds if nobody holds it; or say what holds it."""
         now = clock.monotonic()
         entry = self._live(key, now)
         if entry is not None:
             if entry[1] == _VALUE:
                 return Claim(None, entry[2])  # type: ignore[arg-type]
-            return Claim(None)
+            return Claim(None, None, entry[2][1])  # type: ignore[index]
         token = secrets.token_hex(16)
-        self._make_room(key, _CLAIM_BYTES + len(key), now, for_claim=True)
-        self._store(key, now + ttl, _CLAIM, token)
+        note = bytes(note)
+        self._make_room(key, _CLAIM_BYTES + len(note) + len(key), now, for_claim=True)
+        self._store(key, now + ttl, _CLAIM, (token, note))
         return Claim(token)
 
     async def renew(
@@ -165,15 +168,15 @@ class MemoryKeyValue:
         """Extend the claim `token` holds to `ttl` seconds from now."""
         now = clock.monotonic()
         entry = self._live(key, now)
-        if entry is None or entry[1] != _CLAIM or entry[2] != token:
+        if entry is None or entry[1] != _CLAIM or entry[2][0] != token:  # type: ignore[index]
             return False
-        self._store(key, now + ttl, _CLAIM, token)
+        self._store(key, now + ttl, _CLAIM, entry[2])
         return True
 
     async def release(self, key: str, token: str, *, timeout: float | None = None) -> bool:
         """Drop the claim `token` holds."""
         entry = self._live(key, clock.monotonic())
-        if entry is None or entry[1] != _CLAIM or entry[2] != token:
+        if entry is None or entry[1] != _CLAIM or entry[2][0] != token:  # type: ignore[index]
             return False
         self._drop(key, entry)
         return True
@@ -191,7 +194,7 @@ class MemoryKeyValue:
         now = clock.monotonic()
         entry = self._live(key, now)
         if token is not None:
-            if entry is None or entry[1] != _CLAIM or entry[2] != token:
+            if entry is None or entry[1] != _CLAIM or entry[2][0] != token:  # type: ignore[index]
                 return False
         elif entry is not None and entry[1] == _CLAIM:
             return False
@@ -219,4 +222,6 @@ _CLAIM_BYTES: Final = 32
 
 def _size(key: str, entry: list[object]) -> int:
     data = entry[2]
-    return len(key) + (len(data) if entry[1] == _VALUE else _CLAIM_BYTES)  # type: ignore[arg-type]
+    if entry[1] == _VALUE:
+        return len(key) + len(data)  # type: ignore[arg-type]
+    return len(key) + _CLAIM_BYTES + len(data[1])  # type: ignore[index]

@@ -1,8 +1,9 @@
 """The key-value part on Redis: claims with owner tokens, as one Lua script per call.
 
 Each entry is one Redis string under `apiguard:kv:{<escaped key>}` (one key:
-one cluster slot, any client key): `c<token>` while claimed, `v<bytes>` once
-a value is put, with the expiry as the key's TTL. Every call that must check
+one cluster slot, any client key): `c<token><note>` while claimed (the token
+is 32 hex digits), `v<bytes>` once a value is put, with the expiry as the
+key's TTL. Every call that must check
 an owner and write is one script, so it is atomic on a single node, behind
 Sentinel and on Redis Cluster alike: of two concurrent claims, one sees the
 key absent and sets it.
@@ -23,19 +24,20 @@ if TYPE_CHECKING:
 
 __all__ = ["KV_SCRIPTS", "RedisKeyValue"]
 
-#: KEYS[1]; ARGV: token, ttl ms. Returns 1 (claimed), the value (bytes), or 0 (held).
+#: KEYS[1]; ARGV: token, ttl ms, note. Returns 1 (claimed), the value (bytes), or
+#: `{note}` (held by another claim, with the note it was claimed with).
 CLAIM: Final = """
 local v = redis.call('GET', KEYS[1])
 if not v then
-  redis.call('SET', KEYS[1], 'c' .. ARGV[1], 'PX', ARGV[2])
+  redis.call('SET', KEYS[1], 'c' .. ARGV[1] .. ARGV[3], 'PX', ARGV[2])
   return 1
 end
 if string.sub(v, 1, 1) == 'v' then return string.sub(v, 2) end
-return 0
+return {string.sub(v, 34)}
 """
 #: KEYS[1]; ARGV: token, ttl ms. 1 when renewed.
 RENEW: Final = """
-if redis.call('GET', KEYS[1]) == 'c' .. ARGV[1] then
+if string.sub(redis.call('GET', KEYS[1]) or '', 1, 33) == 'c' .. ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
@@ -43,7 +45,7 @@ return 0
 """
 #: KEYS[1]; ARGV: token. 1 when released.
 RELEASE: Final = """
-if redis.call('GET', KEYS[1]) == 'c' .. ARGV[1] then
+if string.sub(redis.call('GET', KEYS[1]) or '', 1, 33) == 'c' .. ARGV[1] then
   redis.call('DEL', KEYS[1])
   return 1
 end
@@ -51,7 +53,7 @@ return 0
 """
 #: KEYS[1]; ARGV: token, value, ttl ms. 1 when the claim became the value.
 PUT_OWNED: Final = """
-if redis.call('GET', KEYS[1]) == 'c' .. ARGV[1] then
+if string.sub(redis.call('GET', KEYS[1]) or '', 1, 33) == 'c' .. ARGV[1] then
   redis.call('SET', KEYS[1], 'v' .. ARGV[2], 'PX', ARGV[3])
   return 1
 end
@@ -124,15 +126,19 @@ class RedisKeyValue:
 
         return await store.guarded(call, timeout)
 
-    async def claim(self, key: str, ttl: float, *, timeout: float | None = None) -> Claim:
+    async def claim(
+        self, key: str, ttl: float, *, note: bytes = b"", timeout: float | None = None
+    ) -> Claim:
         """Claim `key` for `ttl` seconds if nobody holds it; or say what holds it."""
-        token = secrets.token_hex(16)
-        reply = await self._script("kv-claim", key, [token.encode(), _ms(ttl)], timeout)
+        token = secrets.token_hex(16)  # 32 hex digits: the scripts rely on it
+        args = [token.encode(), _ms(ttl), bytes(note)]
+        reply = await self._script("kv-claim", key, args, timeout)
         if reply == 1:
             return Claim(token)
         if isinstance(reply, bytes):
             return Claim(None, reply)
-        return Claim(None)
+        held = reply[0] if isinstance(reply, list) and reply else b""
+        return Claim(None, None, held if isinstance(held, bytes) else b"")
 
     async def renew(
         self, key: str, token: str, ttl: float, *, timeout: float | None = None

@@ -199,6 +199,14 @@ class RemoteStore:
 
     # --- guarded calls ---------------------------------------------------------------
 
+    def _deadline(self, breaker: StoreBreaker) -> StorageError:
+        return StorageError(
+            f"{self.display}: the request's deadline ran out",
+            retry_after=breaker.retry_after(),
+            state=breaker.state,
+            failures=breaker.failures,
+        )
+
     def breaker_for(self, key: bytes) -> StoreBreaker:
         """The breaker that guards calls on `key` (one for the whole store by default)."""
         return self.breaker
@@ -233,9 +241,15 @@ class RemoteStore:
         """Run `call` within the store's timeout (or `timeout` if less), the breaker first.
 
         The first call of an event loop connects first (`warm_up`), within
-        the connect timeout rather than the call's.
+        the connect timeout rather than the call's. A `timeout` shorter than
+        the store's is the request's deadline: when it runs out (or has
+        already), the `StorageError` says so, and the breaker does not count
+        it against the store, which did nothing wrong.
         """
         breaker = breaker or self.breaker
+        shortened = timeout is not None and timeout < self.timeout
+        if shortened and timeout <= 0:  # type: ignore[operator]
+            raise self._deadline(breaker)
         if not breaker.allow():
             raise self.refused(breaker)
         if self._warm is not asyncio.get_running_loop():
@@ -245,10 +259,10 @@ class RemoteStore:
                 raise
             except Exception as exc:
                 raise self.failed(exc, breaker) from exc
-        limit = self.timeout if timeout is None or timeout > self.timeout else timeout
+        limit = timeout if shortened else self.timeout
         bound = self._bound
         try:
-            async with asyncio.timeout(limit):
+            async with asyncio.timeout(limit) as window:
                 if bound is None:
                     result = await call()
                 else:
@@ -260,6 +274,12 @@ class RemoteStore:
             # Our timeout is a TimeoutError; a cancellation is the request's
             # own (client gone): not the store's fault.
             raise
+        except TimeoutError as exc:
+            if shortened and window.expired():
+                # Not the store's fault. (A half-open probe cut short proves
+                # nothing either way: the breaker's probe timeout frees it.)
+                raise self._deadline(breaker) from exc
+            raise self.failed(exc, breaker) from exc
         except Exception as exc:
             raise self.failed(exc, breaker) from exc
         if breaker.failures:  # the first success after failures closes the breaker
