@@ -117,10 +117,11 @@ BENCH_CLAIMS = {"sub": "partner", "aud": "orders", "iss": "https://id.example/",
 def full_stack(*, secret: bytes, storage: str = "memory://", app: Any = None) -> Any:
     """The recommended stack, every layer apiguard has, in DESIGN's order, over `app`.
 
-    Outermost first: a rate limit by client address, authentication (HS256
-    tokens signed with `secret`, the plan read from the token), quotas by
-    plan, and validation (a model on `POST /orders`). Layers land here as
-    they are built, so every benchmark of "the stack" measures the same one.
+    Outermost first: tracing (no SDK unless one is set up), a rate limit by
+    client address, authentication (HS256 tokens signed with `secret`, the
+    plan read from the token), quotas by plan, validation (a model on `POST
+    /orders`), retries and a timeout. Layers land here as they are built,
+    so every benchmark of "the stack" measures the same one.
     """
     import dataclasses
 
@@ -130,7 +131,10 @@ def full_stack(*, secret: bytes, storage: str = "memory://", app: Any = None) ->
         AuthMiddleware,
         JWTAuth,
         RateLimitMiddleware,
+        RetryMiddleware,
         Rules,
+        TimeoutMiddleware,
+        TracingMiddleware,
         ValidationMiddleware,
         by_principal,
         guard,
@@ -145,6 +149,7 @@ def full_stack(*, secret: bytes, storage: str = "memory://", app: Any = None) ->
     )
     return guard(
         app if app is not None else starlette_app(),
+        Middleware(TracingMiddleware),
         Middleware(RateLimitMiddleware, name="ip", limit=HIGH_LIMIT, storage=storage),
         Middleware(AuthMiddleware, authenticators=[jwt], public=["GET /health"]),
         Middleware(
@@ -155,6 +160,8 @@ def full_stack(*, secret: bytes, storage: str = "memory://", app: Any = None) ->
             storage=storage,
         ),
         Middleware(ValidationMiddleware, routes={"POST /orders": Rules(body=OrderIn)}),
+        Middleware(RetryMiddleware),
+        Middleware(TimeoutMiddleware, timeout=5.0),
     )
 
 

@@ -277,3 +277,23 @@ async def test_plain_response_passes_through_the_reader() -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
         response = await client.post("/", content=b"payload")
     assert response.text == "payload"
+
+
+async def test_add_headers_of_two_layers_merge_into_one_wrapper_in_order() -> None:
+    """An inner layer's headers come first, then the outer one's, as with two wrappers."""
+    from apiguard._asgi import AddHeaders
+
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    outer = AddHeaders.around(send, [(b"x-outer", b"1")])
+    inner = AddHeaders.around(outer, [(b"x-inner", b"2")])
+    assert inner.send is send  # one wrapper, not two
+    start = {"type": "http.response.start", "status": 200, "headers": [(b"x-app", b"0")]}
+    await inner(start)
+    await inner({"type": "http.response.body", "body": b"", "more_body": False})
+    assert sent[0]["headers"] == [(b"x-app", b"0"), (b"x-inner", b"2"), (b"x-outer", b"1")]
+    assert start["headers"] == [(b"x-app", b"0")]  # the app's message is not changed
+    assert sent[1]["type"] == "http.response.body"

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from apiguard._types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 
 __all__ = [
+    "AddHeaders",
     "BodyTooLarge",
     "CannedResponse",
     "ClientDisconnected",
@@ -77,6 +78,39 @@ class ResponseObserver:
                 }
         elif kind == "http.response.body" and not message.get("more_body", False):
             self.complete = True
+        await self.send(message)
+
+
+class AddHeaders:
+    """A `send` wrapper that appends headers to the response start, and nothing else.
+
+    The cheapest way for a layer to add headers to the app's response: one
+    type check per message. The start message is copied, not changed in
+    place (a `Response` object may be sent more than once).
+    """
+
+    __slots__ = ("headers", "send")
+
+    def __init__(self, send: Send, headers: RawHeaders) -> None:
+        self.send = send
+        self.headers = headers
+
+    @classmethod
+    def around(cls, send: Send, headers: RawHeaders) -> AddHeaders:
+        """`send` with `headers` added; one wrapper for two layers that both add some.
+
+        When `send` is itself an `AddHeaders` (an outer layer added headers and
+        the layers between passed its `send` on unchanged), the two merge:
+        the same headers, in the same order (this layer's, then the outer
+        one's), one copy of the start message instead of two.
+        """
+        if type(send) is cls:
+            return cls(send.send, headers + send.headers)
+        return cls(send, headers)
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), *self.headers]}
         await self.send(message)
 
 

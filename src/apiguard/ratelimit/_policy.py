@@ -57,7 +57,18 @@ class RoutePolicy:
 class Policy:
     """The quotas in force for a request, with their header bytes and rejections."""
 
-    __slots__ = ("_headers", "_problems", "field", "names", "prefixes", "quotas")
+    __slots__ = (
+        "_headers",
+        "_problems",
+        "amount",
+        "field",
+        "name",
+        "names",
+        "prefix",
+        "prefixes",
+        "quotas",
+        "single",
+    )
 
     def __init__(self, names: tuple[str, ...], quotas: tuple[Quota, ...], headers: bool) -> None:
         self.names = names
@@ -66,6 +77,11 @@ class Policy:
         self.prefixes = ratelimit_prefixes(names)
         self._headers = headers
         self._problems: dict[tuple[int, ...], ProblemResponse] = {}
+        # The usual policy has one quota: its figures at hand for the hot path.
+        self.single = len(quotas) == 1
+        self.name = names[0]
+        self.amount = quotas[0].amount
+        self.prefix = self.prefixes[0]
 
     def rejection(self, violated: tuple[int, ...]) -> ProblemResponse:
         """The 429 for the quotas in `violated`, built once per combination."""
