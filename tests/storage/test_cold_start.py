@@ -112,10 +112,15 @@ async def test_a_cold_start_on_sentinel_waits_for_the_primary_s_address(
 async def test_a_cold_burst_of_300_is_exact(engine_url: Callable[[str], str], kind: str) -> None:
     """The first calls of a worker, all at once, on a store nobody opened: 50 of 300.
 
-    At the default store timeout (0.25 s): the connection is not made within it.
+    At the default store timeout (0.25 s) on apiguard's client: the connection
+    is not made within it. redis-py's engines then open up to 100 pooled
+    connections for the burst (on Sentinel, each asks the sentinels for the
+    primary first): on a loaded 2-core machine that alone can take longer
+    than 0.25 s, a matter of load, not of the cold start checked here; they
+    get 2 s.
     """
     uri = engine_url(kind)
-    store = open_store(uri, timeout=TIMEOUT)
+    store = open_store(uri, timeout=TIMEOUT if kind == "resp" else 2.0)
     outcomes = await asyncio.gather(*(outcome(_hit(store, "burst", 50), BOUND) for _ in range(300)))
     kinds = collections.Counter(
         o.admitted if isinstance(o, Verdict) else f"{type(o).__name__}: {o}" for o in outcomes
