@@ -70,7 +70,10 @@ class StoreBreaker(Breaker):
             half_open_calls=1,
             probe_timeout=probe_timeout,
         )
-        super().__init__(policy, layer="store", name=store, key=node, log=False)
+        # The display is quoted as a repr (`'redis://:***@cache'`): the
+        # transitions' name (a metric label) is the URI itself.
+        bare = store[1:-1] if len(store) > 1 and store[0] == store[-1] == "'" else store
+        super().__init__(policy, layer="store", name=bare, key=node, log=False)
         #: How the store (and node) is named in the log lines.
         self.store = store if node is None else f"{store} node {node}"
         self._outage_started = 0.0
