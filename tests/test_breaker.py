@@ -253,10 +253,10 @@ def test_each_transition_is_logged_in_one_line(
     made.allow()
     made.success()
     assert [r.getMessage() for r in caplog.records] == [
-        "apiguard: breaker breaker upstream [GET /x]: closed -> open "
+        "apiguard: circuit breaker upstream [GET /x]: closed -> open "
         "(consecutive-failures: 2 in a row); next probe in 5 s",
-        "apiguard: breaker breaker upstream [GET /x]: open -> half-open (open-elapsed)",
-        "apiguard: breaker breaker upstream [GET /x]: half-open -> closed (probes-succeeded)",
+        "apiguard: circuit breaker upstream [GET /x]: open -> half-open (open-elapsed)",
+        "apiguard: circuit breaker upstream [GET /x]: half-open -> closed (probes-succeeded)",
     ]
     assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.INFO, logging.INFO]
 

@@ -22,6 +22,7 @@ from apiguard.ratelimit import (
 )
 from apiguard.resilience import (
     CallableFallback,
+    CircuitBreakerMiddleware,
     Fallback,
     ResponseFallback,
     RetryMiddleware,
@@ -36,6 +37,7 @@ __all__ = [
     "APIKeyAuth",
     "AuthMiddleware",
     "CallableFallback",
+    "CircuitBreakerMiddleware",
     "ConfigError",
     "Decision",
     "Fallback",

@@ -239,7 +239,8 @@ class Transition(NamedTuple):
     def describe(self) -> str:
         """The transition in words, for a log line."""
         who = self.name if self.key is None else f"{self.name} [{self.key}]"
-        text = f"{self.layer} breaker {who}: {self.previous} -> {self.state} ({self.reason}"
+        kind = "circuit" if self.layer == "breaker" else self.layer
+        text = f"{kind} breaker {who}: {self.previous} -> {self.state} ({self.reason}"
         if self.reason == "failure-rate" and self.failure_rate is not None:
             text += f": {self.failure_rate:.0%} of {self.calls} calls failed"
         elif self.reason == "slow-call-rate" and self.slow_call_rate is not None:

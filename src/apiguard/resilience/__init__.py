@@ -1,10 +1,13 @@
-"""Fail-safe layers: deadlines and timeouts, retries with a budget, and fallbacks.
+"""Fail-safe layers: deadlines and timeouts, retries, fallbacks, circuit breakers, load shedding.
 
 - [`TimeoutMiddleware`][apiguard.TimeoutMiddleware]: a time budget per
   route, the request's deadline in the context, 504 (or a fallback) on time.
 - [`RetryMiddleware`][apiguard.RetryMiddleware]: re-runs idempotent requests
   that failed before their response started, with jittered backoff and a
   retry budget across requests.
+- [`CircuitBreakerMiddleware`][apiguard.CircuitBreakerMiddleware]: stops
+  calling a route (or a key's requests) that keeps failing; a fallback or
+  503 with `Retry-After` until a probe succeeds.
 - Fallbacks ([`Fallback`][apiguard.Fallback]): a fixed response, a function,
   or the last good response (`stale-if-error`), served by the timeout here
   and by the circuit breaker and load shedder.
@@ -15,6 +18,7 @@
 from __future__ import annotations
 
 from apiguard.resilience.budget import RetryBudget
+from apiguard.resilience.circuit import CircuitBreakerMiddleware
 from apiguard.resilience.dependencies import Deadline, request_deadline
 from apiguard.resilience.fallbacks import (
     CallableFallback,
@@ -33,6 +37,7 @@ from apiguard.resilience.timeout import TimeoutMiddleware
 __all__ = [
     "IDEMPOTENT_METHODS",
     "CallableFallback",
+    "CircuitBreakerMiddleware",
     "Deadline",
     "Fallback",
     "FallbackChain",
