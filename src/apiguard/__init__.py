@@ -23,6 +23,7 @@ from apiguard.ratelimit import (
 from apiguard.resilience import (
     CallableFallback,
     CircuitBreakerMiddleware,
+    ConcurrencyLimitMiddleware,
     Fallback,
     ResponseFallback,
     RetryMiddleware,
@@ -38,6 +39,7 @@ __all__ = [
     "AuthMiddleware",
     "CallableFallback",
     "CircuitBreakerMiddleware",
+    "ConcurrencyLimitMiddleware",
     "ConfigError",
     "Decision",
     "Fallback",
