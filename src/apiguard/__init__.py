@@ -10,6 +10,7 @@ from apiguard.auth import APIKeyAuth, AuthMiddleware, JWTAuth
 from apiguard.compose import guard
 from apiguard.context import Decision, RequestContext, get_context
 from apiguard.errors import ConfigError, StorageError
+from apiguard.health import HealthMiddleware
 from apiguard.ipfilter import IPFilterMiddleware
 from apiguard.principal import Principal
 from apiguard.problems import Problem, set_problem_formatter
@@ -43,6 +44,7 @@ __all__ = [
     "ConfigError",
     "Decision",
     "Fallback",
+    "HealthMiddleware",
     "IPFilterMiddleware",
     "JWTAuth",
     "Principal",
