@@ -342,15 +342,15 @@ def test_the_report_counts_the_endpoints_as_public_and_stops_there() -> None:
     )
     report = build_report(app)
     assert [(r.name, r.security) for r in report.routes] == [
-        ("GET /health/ready", "public"),
-        ("GET /health/live", "public"),
         ("GET /orders", "required"),
         ("GET /a", "required"),
+        ("GET /health/live", "public"),
+        ("GET /health/ready", "public"),
     ]
     assert report.check() == []
     findings = [str(f) for f in report.check(require=["ratelimit"])]
     why = "answered by health before any ratelimit layer (required for every route)"
-    assert findings == [f"GET /health/ready: {why}", f"GET /health/live: {why}"]
+    assert findings == [f"GET /health/live: {why}", f"GET /health/ready: {why}"]
     table = render_table(report)
     assert re.search(
         r"^GET +/health/live +health +endpoint: liveness\n +ratelimit:default +not reached$",

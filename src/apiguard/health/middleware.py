@@ -232,7 +232,7 @@ class HealthMiddleware:
             self._add_routes(router)
 
     def _add_routes(self, router: Router) -> None:
-        """Add the two routes at the front of the router, or take them over (a stack rebuilt)."""
+        """Add the two routes to the router, or take them over (a stack built again)."""
         for kind, path in (("live", self.live_path), ("ready", self.ready_path)):
             existing = next(
                 (r for r in router.routes if isinstance(r, _HealthRoute) and r.path == path), None
@@ -247,15 +247,16 @@ class HealthMiddleware:
                             f"{path!r} is a route of the app already; choose another path",
                         )
                 endpoint = _Endpoint(kind)  # type: ignore[arg-type]
-                router.routes.insert(
-                    0,
+                # Last: the app's own requests never try them (a regex each
+                # in Starlette's router); the layer answers them before it.
+                router.routes.append(
                     _HealthRoute(
                         path,
                         endpoint,
                         methods=["GET"],
                         name=f"apiguard:{self.name}:{kind}",
                         include_in_schema=False,
-                    ),
+                    )
                 )
             endpoint.layer = self
 
