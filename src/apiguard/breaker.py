@@ -238,9 +238,11 @@ class Transition(NamedTuple):
 
     def describe(self) -> str:
         """The transition in words, for a log line."""
-        who = self.name if self.key is None else f"{self.name} [{self.key}]"
-        kind = "circuit" if self.layer == "breaker" else self.layer
-        text = f"{kind} breaker {who}: {self.previous} -> {self.state} ({self.reason}"
+        kind = _KINDS.get(self.layer) or f"{self.layer} breaker"
+        who = kind if self.layer == self.name == "breaker" else f"{kind} {self.name}"
+        if self.key is not None:
+            who += f" [{self.key}]"
+        text = f"{who}: {self.previous} -> {self.state} ({self.reason}"
         if self.reason == "failure-rate" and self.failure_rate is not None:
             text += f": {self.failure_rate:.0%} of {self.calls} calls failed"
         elif self.reason == "slow-call-rate" and self.slow_call_rate is not None:
@@ -251,6 +253,10 @@ class Transition(NamedTuple):
         if self.state == OPEN:
             text += f"; next probe in {self.open_seconds:.3g} s"
         return text
+
+
+#: How log lines name the breakers of apiguard's own owners.
+_KINDS: Final = {"breaker": "circuit breaker", "store": "store breaker", "jwks": "JWKS breaker"}
 
 
 class TransitionListener(Protocol):
