@@ -27,6 +27,7 @@ State is per process: each worker has its own breakers.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import weakref
@@ -288,7 +289,7 @@ def listen(listener: TransitionListener, *, weak: bool = False) -> Callable[[], 
         >>> stop = listen(seen.append)
         >>> stop()
     """
-    if weak and hasattr(listener, "__self__"):
+    if weak and inspect.ismethod(listener):
         reference: Callable[[], TransitionListener | None] = weakref.WeakMethod(listener)
     else:
 

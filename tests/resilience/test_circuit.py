@@ -182,6 +182,7 @@ async def test_half_open_lets_only_its_probes_through(frozen: FrozenClock) -> No
         await asyncio.sleep(0.05)
         third = await http.get("/a")
         assert third.status_code == 503  # the two probes still run
+        assert third.headers["retry-after"] == "1"  # they decide soon
         for probe in probes:
             probe.cancel()
         await asyncio.gather(*probes, return_exceptions=True)

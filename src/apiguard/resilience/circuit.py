@@ -389,8 +389,11 @@ class CircuitBreakerMiddleware:
     async def _refuse(self, scope: Scope, send: Send, slot: _Slot, context: RequestContext) -> None:
         """The breaker is open: the fallback's answer, or 503 with the time until the next probe."""
         breaker = slot.breaker
-        retry = breaker.retry_after()
         state: BreakerState = breaker.state
+        retry = breaker.retry_after()
+        if state == HALF_OPEN:
+            # The probes in flight decide soon; their timeout is only a bound.
+            retry = min(retry, 1.0)
         fallback = self.fallback
         if fallback is not None and await fallback.serve(scope, "breaker", send):
             context.record(
