@@ -19,10 +19,11 @@ Envoy's adaptive concurrency filter is a gradient too. This one is Envoy's:
 - the limit does not grow while fewer than half of it were in flight (the
   app, not the limit, set the latency then: Gradient2's guard).
 
-Unlike Envoy's `+ √limit`, the headroom is one request: with a small app
-(4 workers), `√limit` lets the queue settle at about 1.8 times the
-unloaded latency, one request at about 1.3 times (measured in
-`benchmarks/shedding.py`); Gradient2 uses a small constant too.
+Unlike Envoy's `+ √limit`, the headroom is one request: on an app of 4
+workers offered 4 times its capacity (`benchmarks/shedding.py`), `√limit`
+settled at 7 with a median latency 1.7 times the unloaded one, one request
+at 5 and 1.3 times, the same throughput; Gradient2 adds a small constant
+too.
 Gradient2's own minimum (a long-term average RTT instead of a measured
 minimum) drifts upward under sustained overload, which is why the
 measured minimum is kept.
