@@ -252,7 +252,7 @@ class Transition(NamedTuple):
             text += f": {self.failures} in a row"
         text += ")"
         if self.state == OPEN:
-            text += f"; next probe in {self.open_seconds:.3g} s"
+            text += f"; next probe in {round(self.open_seconds, 3):g} s"
         return text
 
 

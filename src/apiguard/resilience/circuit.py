@@ -20,7 +20,7 @@ from apiguard.breaker import (
     check_policy,
 )
 from apiguard.compose import checked_at_startup
-from apiguard.context import Decision, RequestContext, get_context
+from apiguard.context import CONTEXT_KEY, Decision, RequestContext, get_context
 from apiguard.layer import Answer, Description, JSONValue, Options, checked
 from apiguard.problems import Problem, ProblemResponse
 from apiguard.resilience.fallbacks import Fallback, as_fallback
@@ -357,15 +357,20 @@ class CircuitBreakerMiddleware:
         if slot is None:
             slot = self._slot(policy, key)
         breaker = slot.breaker
-        generation = breaker.permit()
-        context = get_context(scope)
+        # Closed, the common case, without a call: permit() would say the same.
+        generation = breaker.generation if breaker.state == CLOSED else breaker.permit()
+        context: RequestContext | None = scope.get(CONTEXT_KEY)
+        if context is None:
+            context = get_context(scope)
         if generation is None:
             await self._refuse(scope, send, slot, context)
             return
-        context.record(slot.allowed[breaker.state])
-        mark = len(context.decisions)
+        decisions = context.decisions
+        decisions.append(slot.allowed[breaker.state])
+        mark = len(decisions)
         watch = _Watch(self.fallback.watch(scope, send) if self._watches else send)  # type: ignore[union-attr]
-        began = clock.monotonic() if self._slow else 0.0
+        slow = self._slow
+        began = clock.monotonic() if slow else 0.0
         try:
             await self.app(scope, receive, watch)
         except asyncio.CancelledError:
@@ -378,9 +383,9 @@ class CircuitBreakerMiddleware:
             else:
                 breaker.release(generation)
             raise
-        seconds = (watch.started or clock.monotonic()) - began if self._slow else 0.0
+        seconds = (watch.started or clock.monotonic()) - began if slow else 0.0
         if watch.status in self.failure_statuses or (
-            self.count_timeouts and _timed_out(context, mark)
+            len(decisions) > mark and self.count_timeouts and _timed_out(decisions, mark)
         ):
             breaker.failure(None, seconds, generation)
         else:
@@ -426,11 +431,8 @@ class CircuitBreakerMiddleware:
         await self._response.send(scope, send, [(_RETRY_AFTER, b"%d" % max(math.ceil(retry), 1))])
 
 
-def _timed_out(context: RequestContext, mark: int) -> bool:
+def _timed_out(decisions: list[Decision], mark: int) -> bool:
     """Whether a timeout layer inside gave up on this request (504 or its fallback)."""
-    decisions = context.decisions
-    if len(decisions) <= mark:
-        return False
     for decision in decisions[mark:]:
         if decision.layer == "timeout" and decision.outcome == "reject":
             return True
