@@ -271,6 +271,19 @@ async def test_the_allowed_decision_says_the_limit_and_what_is_left() -> None:
     ]
 
 
+async def test_with_an_adaptive_limit_the_decision_says_the_limit_in_force() -> None:
+    work = Work()
+    work.release.set()
+    app = make(work, max_in_flight=50, adaptive=True)
+    async with client(app) as http:
+        await http.get("/work")
+        await http.get("/work")
+    for decisions in work.decisions:
+        assert [d for d in decisions if d.layer == "concurrency"] == [
+            Decision("concurrency", "allow", "concurrency", limit=4, remaining=3)  # measuring
+        ]
+
+
 async def test_it_describes_its_bound_and_its_answers() -> None:
     work = Work()
     app = make(work, max_in_flight=5, routes={"POST /reports": 2, "/stream": None})

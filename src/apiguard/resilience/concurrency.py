@@ -175,6 +175,7 @@ class ConcurrencyLimitMiddleware:
                 for left in range(self.max_in_flight, -1, -1)
             ]
         self._critical = Decision(_LAYER, "allow", self.name, "critical")
+        self._seen: dict[tuple[int, int], Decision] = {}
         self._checked = (clock.monotonic(), 0, 0, False)
         self.admitted = 0
         self.refused = 0
@@ -325,6 +326,21 @@ class ConcurrencyLimitMiddleware:
         allowed = self._allowed
         if allowed and not waited:
             context.record(allowed[pool.in_flight])
+        elif not waited:
+            # An adaptive limit: the decisions of the limits it takes, made on first use.
+            seen = self._seen
+            decision = seen.get((pool.limit, pool.in_flight))
+            if decision is None:
+                if len(seen) >= _PREBUILT:
+                    seen.clear()
+                decision = seen[pool.limit, pool.in_flight] = Decision(
+                    _LAYER,
+                    "allow",
+                    self.name,
+                    limit=pool.limit,
+                    remaining=max(pool.limit - pool.in_flight, 0),
+                )
+            context.record(decision)
         else:
             attributes = {"concurrency.waited": waited} if waited else None
             context.record(
