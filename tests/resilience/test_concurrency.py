@@ -310,7 +310,8 @@ async def test_it_describes_its_bound_and_its_answers() -> None:
         ({"routes": {"/work": 0}}, "routes['/work'] 0 is not a whole number from 1"),
         ({"priorities": {"/work": "urgent"}}, "priorities['/work'] 'urgent' is not one of"),
         ({"adaptive": "yes"}, "adaptive 'yes' is not True, False or an AdaptiveLimit"),
-        ({"routes": {"/nope": 3}}, "route '/nope' is not a route of the app"),
+        ({"routes": {"/nope": 3}}, "routes: route '/nope' is not a route of the app"),
+        ({"priorities": {"/nope": "low"}}, "priorities: route '/nope' is not a route"),
     ],
 )
 def test_a_bad_option_is_refused_at_start_up(options: dict[str, Any], message: str) -> None:

@@ -182,6 +182,9 @@ class ConcurrencyLimitMiddleware:
 
         def bind() -> None:
             with options.checking():
+                # Each option's keys checked against the app under its own name.
+                RoutePolicies("priorities", self._priorities, "").bind(app)
+                RoutePolicies("routes", self._limits, None).bind(app)
                 self.routes = self._table(self._answered_inside(app))
                 self.routes.bind(app)
                 if self.fallback is not None:
