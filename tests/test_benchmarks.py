@@ -120,3 +120,22 @@ def test_failover_timeline_reads_per_second_and_per_fail_mode() -> None:
         "fail-open: 1 uncounted, from 0.20 s to 0.20 s after the fault; "
         "fail-closed: 1 uncounted, from 0.30 s to 0.30 s after the fault"
     )
+
+
+@pytest.mark.parametrize("config", ["none", "fixed-100", "fixed-8", "adaptive"])
+async def test_the_shedding_benchmark_app_serves_each_configuration(
+    config: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `python -m benchmarks.shedding` serves: the work, and the limit it reads."""
+    import httpx
+    from benchmarks.shedding import make_app, table
+
+    monkeypatch.setenv("APIGUARD_SHED_CONFIG", config)
+    app = make_app()
+    transport = httpx.ASGITransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        assert (await client.get("/work")).text == "done"
+        limit = (await client.get("/limit")).json()["limit"]
+    expected = {"none": None, "fixed-100": 100, "fixed-8": 8, "adaptive": 4}[config]
+    assert limit == expected
+    assert table([], 800, 20).startswith("App: 4 workers x 20 ms = 200 req/s")

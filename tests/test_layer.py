@@ -13,7 +13,10 @@ from starlette.routing import Route, WebSocketRoute
 from apiguard import (
     APIKeyAuth,
     AuthMiddleware,
+    CircuitBreakerMiddleware,
+    ConcurrencyLimitMiddleware,
     ConfigError,
+    HealthMiddleware,
     IPFilterMiddleware,
     JWTAuth,
     Principal,
@@ -58,8 +61,14 @@ def test_every_layer_describes_itself() -> None:
         IPFilterMiddleware(APP),
         TimeoutMiddleware(APP),
         RetryMiddleware(APP),
+        CircuitBreakerMiddleware(APP),
+        ConcurrencyLimitMiddleware(APP),
+        HealthMiddleware(Starlette()),  # it adds its routes to the app's router
     ]
     assert all(isinstance(layer, Describes) for layer in layers)
+    for layer in layers:
+        described = layer.describe("GET", "/orders")
+        assert described.name == layer.name  # type: ignore[attr-defined]
 
 
 def test_authentication_says_who_may_call_each_route() -> None:

@@ -10,6 +10,7 @@ from apiguard.auth import APIKeyAuth, AuthMiddleware, JWTAuth
 from apiguard.compose import guard
 from apiguard.context import Decision, RequestContext, get_context
 from apiguard.errors import ConfigError, StorageError
+from apiguard.health import HealthMiddleware
 from apiguard.idempotency import IdempotencyMiddleware
 from apiguard.ipfilter import IPFilterMiddleware
 from apiguard.principal import Principal
@@ -23,6 +24,8 @@ from apiguard.ratelimit import (
 )
 from apiguard.resilience import (
     CallableFallback,
+    CircuitBreakerMiddleware,
+    ConcurrencyLimitMiddleware,
     Fallback,
     ResponseFallback,
     RetryMiddleware,
@@ -37,9 +40,12 @@ __all__ = [
     "APIKeyAuth",
     "AuthMiddleware",
     "CallableFallback",
+    "CircuitBreakerMiddleware",
+    "ConcurrencyLimitMiddleware",
     "ConfigError",
     "Decision",
     "Fallback",
+    "HealthMiddleware",
     "IPFilterMiddleware",
     "IdempotencyMiddleware",
     "JWTAuth",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +15,7 @@ from starlette.applications import Starlette
 
 from apiguard import APIKeyAuth, JWTAuth, Principal
 from apiguard.auth.jwks import RemoteKeys, cache_seconds
+from apiguard.breaker import Transition, listen
 from apiguard.testing import FrozenClock, SigningKey, generate_key, jwks
 from tests._lifespan import startup
 from tests._servers import ThreadedUvicorn, free_port
@@ -212,6 +214,51 @@ async def test_the_service_starts_and_serves_while_the_key_server_is_down(
         assert await ok(app, rs256) == 200
     finally:
         key_server.stop()
+
+
+async def test_a_failing_key_server_is_asked_less_and_less_often_and_logged_once(
+    rs256: SigningKey, frozen: FrozenClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fetcher's breaker: 1, 2, 4 s between fetches; a warning when it fails and when back."""
+    caplog.set_level(logging.WARNING, "apiguard.auth")
+    port = free_port()  # nothing listens there yet
+    auth = remote(f"http://127.0.0.1:{port}/jwks.json")
+    keys = remote_keys(auth)
+    app = make_app(auth)
+    heard: list[Transition] = []
+    stop = listen(heard.append)
+    try:
+        assert await ok(app, rs256) == 503
+        fetched = [keys.fetches]
+        for wait in (1.0, 2.0):
+            frozen.advance(wait / 2)
+            assert await ok(app, rs256) == 503  # the breaker is open: no fetch
+            frozen.advance(wait / 2)
+            assert await ok(app, rs256) == 503  # its probe: one fetch, failing
+            fetched.append(keys.fetches)
+        assert fetched == [1, 2, 3]
+        assert keys.breaker.retry_after() == 4.0
+        key_server = KeyServer(rs256, port=port).start()
+        try:
+            frozen.advance(4.0)
+            assert await ok(app, rs256) == 200
+        finally:
+            key_server.stop()
+    finally:
+        stop()
+    assert [(t.layer, t.state) for t in heard] == [
+        ("jwks", "open"),
+        ("jwks", "half-open"),
+        ("jwks", "open"),
+        ("jwks", "half-open"),
+        ("jwks", "open"),
+        ("jwks", "half-open"),
+        ("jwks", "closed"),
+    ]
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2  # once when the outage starts, once when it ends
+    assert "failed (ConnectError" in lines[0]
+    assert "again after 3 failed fetches" in lines[1]
 
 
 @pytest.mark.parametrize("lifespan", ["on", "auto"])

@@ -280,3 +280,26 @@ def test_a_replaced_problem_formatter_can_be_documented() -> None:
     assert schema["components"]["schemas"]["Problem"] == legacy
     unauthorized = schema["paths"]["/me"]["get"]["responses"]["401"]["content"]
     assert unauthorized["application/json"] == {"schema": {"$ref": "#/components/schemas/Problem"}}
+
+
+def test_the_fail_safe_layers_document_their_503s() -> None:
+    from apiguard import CircuitBreakerMiddleware, ConcurrencyLimitMiddleware, HealthMiddleware
+
+    app = FastAPI()
+
+    @app.get("/stock/{sku}")
+    async def stock(sku: str) -> dict[str, str]:
+        return {"sku": sku}
+
+    guard(
+        app,
+        Middleware(HealthMiddleware),
+        Middleware(ConcurrencyLimitMiddleware, max_in_flight=10),
+        Middleware(CircuitBreakerMiddleware),
+    )
+    schema = enrich_openapi(app.openapi(), app)
+    validate(schema)
+    unavailable = schema["paths"]["/stock/{sku}"]["get"]["responses"]["503"]
+    assert unavailable["headers"]["Retry-After"]["required"] is True
+    assert "application/problem+json" in unavailable["content"]
+    assert "/health/live" not in schema["paths"]  # not an API operation

@@ -174,3 +174,51 @@ async def test_a_body_longer_than_its_length_is_read_as_declared(
     answer = await raw(url, head + b"12345 and then garbage\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200")
     assert script.bodies[-2:] == [b"12345", b"12345"]  # retried with exactly what was read
+
+
+async def test_500_concurrent_requests_through_uvicorn_keep_the_bound_and_spare_health() -> None:
+    """The shedder under a real server: 20 in flight, 480 shed with Retry-After, probes served."""
+    import threading
+    from collections import Counter
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
+    from starlette.routing import Route
+
+    from apiguard import ConcurrencyLimitMiddleware, HealthMiddleware
+
+    gate = threading.Event()
+    seen = {"running": 0, "most": 0}
+
+    async def hold(request: Request) -> Response:
+        seen["running"] += 1
+        seen["most"] = max(seen["most"], seen["running"])
+        try:
+            # The server's loop runs in another thread: a threading.Event, polled.
+            while not gate.is_set():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        finally:
+            seen["running"] -= 1
+        return PlainTextResponse("done")
+
+    app = Starlette(routes=[Route("/work", hold)])
+    guard(
+        app,
+        Middleware(ConcurrencyLimitMiddleware, max_in_flight=20),
+        Middleware(HealthMiddleware),  # inside: its routes are critical to the shedder
+    )
+    limits = httpx.Limits(max_connections=600, max_keepalive_connections=600)
+    with ThreadedUvicorn(app, backlog=2048) as server:
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as http:
+            try:
+                pending = [asyncio.ensure_future(http.get("/work")) for _ in range(500)]
+                assert await eventually(lambda: sum(p.done() for p in pending) >= 480, 60)
+                probes = [await http.get(path) for path in ("/health/live", "/health/ready")]
+            finally:
+                gate.set()
+            answered = await asyncio.gather(*pending)
+    assert Counter(r.status_code for r in answered) == {200: 20, 503: 480}
+    assert seen["most"] == 20
+    assert {r.headers["retry-after"] for r in answered if r.status_code == 503} == {"1"}
+    assert [p.status_code for p in probes] == [200, 200]

@@ -249,3 +249,29 @@ async def test_the_memory_store_bounds_its_bytes() -> None:
         assert kv.bytes <= 1000  # type: ignore[attr-defined]
         with pytest.raises(StorageError, match="exceeds max_bytes"):
             await kv.put("big", b"x" * 2000, 60)
+
+
+# --- the readiness ping ---------------------------------------------------------------
+
+
+async def test_ping_reaches_the_store(store: Store) -> None:
+    """One round trip on every store (the memory store has nothing to reach)."""
+    await store.ping()
+    await store.ping(timeout=0.5)
+
+
+async def test_ping_of_a_stopped_store_fails_then_meets_the_open_breaker(
+    own_redis: RedisServer,
+) -> None:
+    store = open_store(own_redis.url, timeout=0.5)
+    await store.open()
+    own_redis.kill()
+    try:
+        failures = []
+        for _ in range(4):
+            with pytest.raises(StorageError) as failed:
+                await store.ping()
+            failures.append(failed.value.state)
+        assert failures[-1] == "open"  # three failures opened it: no wait at all
+    finally:
+        await store.aclose()

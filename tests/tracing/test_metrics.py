@@ -9,8 +9,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from apiguard import Principal, TracingMiddleware, guard
+from apiguard import Principal, RateLimitMiddleware, TracingMiddleware, guard
+from apiguard.errors import redact
+from apiguard.testing import FrozenClock
 from apiguard.tracing._metrics import DURATION_BUCKETS
+from tests._servers import RedisServer
 from tests.tracing._helpers import (
     READER_KEY,
     WRITER_KEY,
@@ -193,3 +196,32 @@ async def test_streaming_response_ends_with_its_last_chunk(telemetry: Telemetry)
     (size,) = telemetry.points("http.server.response.body.size")
     assert size.sum == 60
     assert telemetry.span().name == "GET /stream"
+
+
+@pytest.mark.usefixtures("close_stores")
+async def test_a_store_breakers_transitions_are_counted_as_they_happen(
+    telemetry: Telemetry, own_redis: RedisServer
+) -> None:
+    """The store's breaker is the core's: its transitions reach `apiguard.state.transitions`."""
+    app = guard(
+        Starlette(routes=[Route("/x", lambda r: PlainTextResponse("ok"))]),
+        Middleware(TracingMiddleware, **telemetry.providers),
+        Middleware(RateLimitMiddleware, name="ip", limit="100/minute", storage=own_redis.url),
+    )
+    with FrozenClock() as frozen:
+        async with client(app) as http:
+            assert (await http.get("/x")).status_code == 200
+            own_redis.kill()
+            for _ in range(4):  # three failures open it; the fourth is refused at once
+                assert (await http.get("/x")).status_code == 200  # failing open
+            own_redis.start()
+            frozen.advance(0.5)
+            assert (await http.get("/x")).status_code == 200  # the probe: the store is back
+            await http.get("/x")
+    store = redact(own_redis.url)[1:-1]
+    counted = {
+        (p.attributes["apiguard.state.previous"], p.attributes["apiguard.state"]): p.value
+        for p in telemetry.points("apiguard.state.transitions")
+        if p.attributes["apiguard.layer"] == "store" and p.attributes["apiguard.name"] == store
+    }
+    assert counted == {("closed", "open"): 1, ("open", "half-open"): 1, ("half-open", "closed"): 1}

@@ -8,7 +8,10 @@ then refreshed in the background while the old set keeps serving. A token
 with an unknown `kid` may trigger a refresh at most once per
 `min_refresh_interval`, so a flood of random `kid`s costs the identity
 provider one request per interval. When a fetch fails, the last good key set
-stays in force.
+stays in force, and the key server is asked again only when the fetcher's
+breaker (the core's state machine, [`apiguard.breaker`][]) lets a probe
+through: one second after the failure, doubling while it keeps failing, up
+to 30 seconds; the outage is logged when it starts and when it ends.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import httpx
 from apiguard._clock import clock
 from apiguard.auth._jose import strict_loads
 from apiguard.auth._keys import KeySet, parse_jwks
+from apiguard.breaker import Breaker, BreakerPolicy
 from apiguard.errors import ConfigError, redact
 
 __all__ = ["RemoteKeys", "StaticKeys", "check_url"]
@@ -36,8 +40,11 @@ logger = logging.getLogger("apiguard.auth")
 MAX_DOCUMENT_BYTES: Final = 1_048_576
 #: Cache-Control max-age is honoured up to this many seconds.
 MAX_CACHE_SECONDS: Final = 86_400.0
-#: While no key set was ever fetched, a failed fetch is retried at most this often.
+#: After a failed fetch the key server is asked again no sooner than this
+#: (the breaker's first open time), doubled while fetches keep failing...
 RETRY_WITHOUT_KEYS: Final = 1.0
+#: ... up to this (a key server that is back is asked within it).
+RETRY_CAP: Final = 30.0
 _MAX_AGE: Final = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d{1,10})", re.IGNORECASE)
 _NO_CACHE: Final = re.compile(r"(?:^|[,\s])no-(?:store|cache)\b", re.IGNORECASE)
 
@@ -110,6 +117,8 @@ class RemoteKeys:
         fetches: Requests made to the key server (JWKS and discovery),
             successful or not; for tests and telemetry.
         failures: Fetches that failed.
+        breaker: The fetcher's breaker ([`Breaker`][apiguard.breaker.Breaker],
+            layer `"jwks"`, named by the URL): a fetch goes only when it allows.
     """
 
     remote = True
@@ -139,23 +148,35 @@ class RemoteKeys:
         self._inflight: asyncio.Task[None] | None = None
         self.fetches = 0
         self.failures = 0
+        self._outage_started = 0.0
+        # One failure opens it: a fetch that failed (or hung for `timeout`)
+        # is not retried per request, whatever the traffic.
+        policy = BreakerPolicy(
+            window=None,
+            consecutive_failures=1,
+            open_seconds=RETRY_WITHOUT_KEYS,
+            open_growth=2.0,
+            max_open_seconds=RETRY_CAP,
+            half_open_calls=1,
+            probe_timeout=timeout + 1.0,
+        )
+        shown = redact(jwks_url or issuer)[1:-1]
+        self.breaker = Breaker(policy, layer="jwks", name=shown, log=False)
 
     # -- the request path --------------------------------------------------------
 
     def poll(self) -> None:
         """Start a background refresh if the key set is stale and none was tried lately."""
         now = clock.monotonic()
-        if now >= self.expires_at and now - self._last_attempt >= self._retry_interval():
+        if now >= self.expires_at and now - self._last_attempt >= self._min_interval:
             self._start()
 
     async def load(self) -> KeySet | None:
         """The key set, fetching it first if none was ever fetched (`None` if that fails)."""
         if self.current is None:
-            task = self._inflight
-            if task is not None and not task.done():
+            task = self._start()
+            if task is not None:
                 await asyncio.shield(task)
-            elif clock.monotonic() - self._last_attempt >= RETRY_WITHOUT_KEYS:
-                await asyncio.shield(self._start())
         return self.current
 
     def may_refresh_for_unknown_kid(self) -> bool:
@@ -163,7 +184,10 @@ class RemoteKeys:
         task = self._inflight
         if task is not None and not task.done():
             return True
-        return clock.monotonic() - self._last_kid_refresh >= self._min_interval
+        return (
+            clock.monotonic() - self._last_kid_refresh >= self._min_interval
+            and self.breaker.retry_after() == 0.0
+        )
 
     async def refresh_for_unknown_kid(self) -> KeySet | None:
         """Refresh for a `kid` not in the set: join a fetch under way, or start one if allowed.
@@ -178,22 +202,26 @@ class RemoteKeys:
         now = clock.monotonic()
         if now - self._last_kid_refresh < self._min_interval:
             return None
+        task = self._start()
+        if task is None:  # the key server is failing: not asked again yet
+            return None
         self._last_kid_refresh = now
-        await asyncio.shield(self._start())
+        await asyncio.shield(task)
         return self.current
 
     # -- fetching ----------------------------------------------------------------
 
-    def _retry_interval(self) -> float:
-        return RETRY_WITHOUT_KEYS if self.current is None else self._min_interval
-
-    def _start(self) -> asyncio.Task[None]:
+    def _start(self) -> asyncio.Task[None] | None:
+        """The fetch under way, or a new one if the breaker allows it (else `None`)."""
         task = self._inflight
         loop = asyncio.get_running_loop()
-        if task is None or task.done() or task.get_loop() is not loop:
-            self._last_attempt = clock.monotonic()
-            task = loop.create_task(self._refresh())
-            self._inflight = task
+        if task is not None and not task.done() and task.get_loop() is loop:
+            return task
+        if not self.breaker.allow():
+            return None
+        self._last_attempt = clock.monotonic()
+        task = loop.create_task(self._refresh())
+        self._inflight = task
         return task
 
     async def _refresh(self) -> None:
@@ -209,15 +237,31 @@ class RemoteKeys:
                 raise ValueError("no usable key")
         except Exception as exc:  # whatever happens, keep the last good set; never a 500
             self.failures += 1
-            # Never the response body, nor a token: the URL and the error type.
-            logger.warning(
-                "apiguard.auth: fetching keys from %s failed (%s: %s); %s",
+            breaker = self.breaker
+            # Once per outage; never the response body, nor a token: the URL
+            # and the error type.
+            level = logging.DEBUG if breaker.failures else logging.WARNING
+            if not breaker.failures:
+                self._outage_started = clock.monotonic()
+            breaker.failure(exc)
+            logger.log(
+                level,
+                "apiguard.auth: fetching keys from %s failed (%s: %s); %s; asking again in %.3g s",
                 redact(url or self._issuer),
                 type(exc).__name__,
                 exc if isinstance(exc, ValueError) else "",
                 "keeping the last good key set" if self.current else "no keys yet",
+                breaker.retry_after(),
             )
             return
+        if self.breaker.failures:
+            logger.warning(
+                "apiguard.auth: keys fetched from %s again after %d failed fetches (%.1f s)",
+                redact(url),
+                self.breaker.failures,
+                clock.monotonic() - self._outage_started,
+            )
+        self.breaker.success()
         current = self.current
         self.current = current.replaced_by(keys) if current is not None else KeySet(keys)
         self.expires_at = clock.monotonic() + cache_seconds(

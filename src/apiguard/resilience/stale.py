@@ -193,6 +193,11 @@ class StaleIfError(Fallback):
         self._memo: dict[_Ident, tuple[tuple[bytes, ...], float]] = {}
         self._variants: dict[tuple[_Ident, _Values], float] = {}
 
+    @property
+    def store(self) -> Store | None:
+        """The shared store copies live in (`None` for this process's memory)."""
+        return self._store
+
     # --- the fallback protocol -------------------------------------------------------
 
     @property

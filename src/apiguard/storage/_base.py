@@ -229,3 +229,11 @@ class Store(Protocol):
     async def aclose(self) -> None:
         """Close the connections (at shutdown); the next call connects again."""
         ...
+
+    async def ping(self, timeout: float | None = None) -> None:
+        """Reach the store once, through its timeout and breaker (a readiness check).
+
+        Raises:
+            StorageError: the store did not answer, or its breaker is open.
+        """
+        ...

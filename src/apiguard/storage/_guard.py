@@ -1,26 +1,29 @@
-"""A store of its own breaker: stop asking a store that keeps failing.
+"""A store's breaker: stop asking a store that keeps failing.
 
 With fail-open, a store that hangs (a frozen Redis, a black-holed route)
-would otherwise cost every request the full store timeout. After
-`threshold` consecutive failures the breaker opens and calls fail at once;
-after a short interval one call probes the store again (half-open), and the
-interval doubles each time the probe fails, up to a cap. One success closes
-it. The outage is logged once when it starts and once when it ends.
+would otherwise cost every request the full store timeout. The store's
+breaker is the core's breaker state machine ([`apiguard.breaker.Breaker`][])
+in the configuration a store calls for: after `threshold` consecutive
+failures it opens and calls fail at once; after a short interval one call
+probes the store again (half-open), and the interval doubles each time the
+probe fails, up to a cap. One success closes it. The outage is logged once
+when it starts and once when it ends (rather than at each transition: a
+long outage would otherwise log two lines a probe), and every transition
+reaches the breaker's listeners (the tracing layer counts them).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Final, Literal
+from typing import Final
 
 from apiguard._clock import clock
+from apiguard.breaker import OPEN, Breaker, BreakerPolicy
 from apiguard.errors import redact
 
 __all__ = ["StoreBreaker", "reason"]
 
 logger = logging.getLogger("apiguard.storage")
-
-BreakerState = Literal["closed", "open", "half-open"]
 
 #: Consecutive failures that open the breaker (Kong's Redis client has no
 #: breaker; resilience4j's default needs 100 calls, too many when each
@@ -31,33 +34,22 @@ BASE_INTERVAL: Final = 0.5
 CAP: Final = 30.0
 
 
-class StoreBreaker:
-    """Consecutive-failure breaker with a growing open interval, per store and process.
+class StoreBreaker(Breaker):
+    """Consecutive-failure breaker with a growing open interval, per store (or node) and process.
 
     Args:
-        store: How the store is named in the logs (password redacted).
+        store: The store's URI, password redacted: the breaker's name.
         threshold: Consecutive failures that open the breaker.
         base_interval: Seconds the breaker stays open the first time.
         cap: The longest open interval, in seconds.
         probe_timeout: Seconds after which a probe that never reported is
-            taken as failed (a cancelled request), so that the breaker
+            taken as lost (a cancelled request), so that the breaker
             cannot stay half-open for ever.
+        node: The node it guards, where a store has a breaker per node (a
+            Cluster primary, `host:port`).
     """
 
-    __slots__ = (
-        "_base",
-        "_cap",
-        "_interval",
-        "_outage_started",
-        "_probe_started",
-        "_reopen_at",
-        "_threshold",
-        "failures",
-        "probe_timeout",
-        "state",
-        "store",
-        "total_failures",
-    )
+    __slots__ = ("_outage_started", "store")
 
     def __init__(
         self,
@@ -67,41 +59,31 @@ class StoreBreaker:
         base_interval: float = BASE_INTERVAL,
         cap: float = CAP,
         probe_timeout: float = 1.0,
+        node: str | None = None,
     ) -> None:
-        self.store = store
-        self._threshold = threshold
-        self._base = base_interval
-        self._cap = cap
-        self.probe_timeout = probe_timeout
-        self._interval = base_interval
-        self.state: BreakerState = "closed"
-        self.failures = 0
-        self.total_failures = 0
-        self._reopen_at = 0.0
-        self._probe_started = 0.0
+        policy = BreakerPolicy(
+            window=None,
+            consecutive_failures=threshold,
+            open_seconds=base_interval,
+            open_growth=2.0,
+            max_open_seconds=max(cap, base_interval),
+            half_open_calls=1,
+            probe_timeout=probe_timeout,
+        )
+        # The display is quoted as a repr (`'redis://:***@cache'`): the
+        # transitions' name (a metric label) is the URI itself.
+        bare = store[1:-1] if len(store) > 1 and store[0] == store[-1] == "'" else store
+        super().__init__(policy, layer="store", name=bare, key=node, log=False)
+        #: How the store (and node) is named in the log lines.
+        self.store = store if node is None else f"{store} node {node}"
         self._outage_started = 0.0
 
-    def allow(self) -> bool:
-        """Whether to call the store now (closed, or the one half-open probe)."""
-        if self.state == "closed":
-            return True
-        now = clock.monotonic()
-        if self.state == "open":
-            if now < self._reopen_at:
-                return False
-        elif now < self._probe_started + self.probe_timeout:  # half-open, probe in flight
-            return False
-        self.state = "half-open"
-        self._probe_started = now
-        return True
+    @property
+    def probe_timeout(self) -> float:
+        """Seconds after which a probe that never reported no longer holds its place."""
+        return self.policy.probe_timeout
 
-    def retry_after(self) -> float:
-        """Seconds until the breaker lets a call through again (0 when closed)."""
-        if self.state == "closed":
-            return 0.0
-        return max(self._reopen_at - clock.monotonic(), 0.0)
-
-    def success(self) -> None:
+    def success(self, seconds: float = 0.0, generation: int | None = None) -> None:
         """A call succeeded: close the breaker, and log the end of an outage."""
         if self.failures:
             logger.warning(
@@ -110,9 +92,10 @@ class StoreBreaker:
                 self.failures,
                 clock.monotonic() - self._outage_started,
             )
-        self.state = "closed"
-        self.failures = 0
-        self._interval = self._base
+        if self.state == OPEN:
+            self.reset("call-succeeded")  # a call let through before it opened: the store answers
+        else:
+            super().success(seconds, generation)
 
     def retire(self, why: str) -> None:
         """What failed is replaced (a new primary): close the breaker, and log the outage's end."""
@@ -124,32 +107,24 @@ class StoreBreaker:
                 clock.monotonic() - self._outage_started,
                 why,
             )
-        self.state = "closed"
-        self.failures = 0
-        self._interval = self._base
+        self.reset("retired")
 
-    def failure(self, error: BaseException) -> None:
+    def failure(
+        self,
+        error: BaseException | None = None,
+        seconds: float = 0.0,
+        generation: int | None = None,
+    ) -> None:
         """A call failed or timed out: count it, open the breaker when due."""
-        now = clock.monotonic()
-        self.failures += 1
-        self.total_failures += 1
-        if self.failures == 1:
-            self._outage_started = now
+        if not self.failures:
+            self._outage_started = clock.monotonic()
             # Once per outage, not per request.
             logger.warning(
                 "apiguard: store %s failed (%s); following the fail mode until it recovers",
                 self.store,
-                reason(error),
+                reason(error) if error is not None else "unknown",
             )
-        if self.state == "half-open":
-            self._interval = min(self._interval * 2, self._cap)
-            self._open(now)
-        elif self.state == "closed" and self.failures >= self._threshold:
-            self._open(now)
-
-    def _open(self, now: float) -> None:
-        self.state = "open"
-        self._reopen_at = now + self._interval
+        super().failure(error, seconds, generation)
 
 
 def reason(error: BaseException) -> str:

@@ -149,6 +149,16 @@ class RedisStore(RemoteStore):
         else:
             await client.ping()  # Sentinel: the primary's address, then the primary
 
+    async def _ping(self) -> None:
+        if self.endpoint is not None:
+            await self.client().command("PING")
+            return
+        client = self.redis_py()
+        if self.cluster:
+            await client.execute_command("PING", target_nodes=client.PRIMARIES)
+        else:
+            await client.ping()
+
     def _advice(self, exc: BaseException) -> str:
         return advice(self, exc)
 

@@ -165,7 +165,7 @@ class NodeBreakers(_Refresher):
         for gone in [node for node in self.nodes if node not in primaries]:
             self.nodes.pop(gone).retire("no longer a primary; a replica took its slots over")
         breaker = self.nodes[name] = StoreBreaker(
-            f"{self.display} node {name}", cap=CAP, probe_timeout=self.fallback.probe_timeout
+            self.display, node=name, cap=CAP, probe_timeout=self.fallback.probe_timeout
         )
         return breaker
 

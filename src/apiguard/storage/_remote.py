@@ -286,6 +286,20 @@ class RemoteStore:
             breaker.success()
         return result
 
+    async def ping(self, timeout: float | None = None) -> None:
+        """Reach the store once, within its timeout (or `timeout` if less) and through its breaker.
+
+        Raises:
+            StorageError: the store failed, timed out, or its breaker is open.
+        """
+        await self.guarded(self._ping, timeout)
+
+    async def _ping(self) -> None:
+        """Hook: one round trip to the store."""
+        if not await self.storage().check():
+            msg = "the store did not answer its health check"
+            raise StorageError(msg)
+
     def limiter(self, strategy: Strategy) -> Acquire:
         """The guarded `acquire(key, quotas, cost)` of `strategy`."""
         call = self._call(strategy)

@@ -187,6 +187,9 @@ class MemoryStorage(LimitsAPI, Storage, MovingWindowSupport, SlidingWindowCounte
     async def aclose(self) -> None:
         """Nothing to close."""
 
+    async def ping(self, timeout: float | None = None) -> None:
+        """Always there: this process's memory."""
+
     # --- expiry ----------------------------------------------------------------------
 
     def _track(self, window: float, expires: float, table: _Table, key: Hashable) -> None:

@@ -144,18 +144,26 @@ class ConsumerLabels:
 class StateChanges:
     """Remembers each layer instance's last reported state, to count its transitions.
 
-    A decision's `state` (a breaker's `closed`, `open`, `half-open`) is
-    compared with the last one seen for the same layer, name and policy;
-    a change is a transition. State is per process, like the breakers'.
+    apiguard's breakers (the layer's, the stores', the JWKS fetchers')
+    report each transition as it happens (`apiguard.breaker.listen`): those
+    are counted from there, exactly, and their owners are `reported`. For
+    any other layer, a decision's `state` is compared with the last one
+    seen for the same layer, name and policy; a change is a transition.
+    State is per process, like the breakers'.
     """
 
-    __slots__ = ("_last",)
+    __slots__ = ("_last", "reported")
 
     def __init__(self) -> None:
         self._last: dict[tuple[str, str | None, str | None], str] = {}
+        #: (layer, name) of the state machines whose transitions are heard
+        #: as they happen: their decisions' states are not compared.
+        self.reported: set[tuple[str, str | None]] = set()
 
     def change(self, layer: str, name: str | None, policy: str | None, state: str) -> str | None:
         """The previous state when `state` is a change (`None` for no change or a first sight)."""
+        if (layer, name) in self.reported:
+            return None
         key = (layer, name, policy)
         last = self._last.get(key)
         if last == state:

@@ -15,6 +15,7 @@ from opentelemetry.trace import Span, SpanKind, Tracer, TracerProvider
 from apiguard._asgi import lifespan_hooks
 from apiguard._types import ASGIApp, Receive, Scope, Send
 from apiguard.address import ClientAddress
+from apiguard.breaker import Transition, listen
 from apiguard.compose import checked_at_startup
 from apiguard.context import CONTEXT_KEY, AttributeValue, RequestContext
 from apiguard.layer import Describes, Description, JSONValue, Options, checked
@@ -221,6 +222,7 @@ class TracingMiddleware:
         self.known_methods = known_methods()
         self.decision_attributes = DecisionAttributes()
         self.states = StateChanges()
+        self._listening = False
         self._names: dict[tuple[str, str], str] = {}
         self._fields: tuple[object, frozenset[bytes]] = (None, frozenset())
         load_from_environment()
@@ -305,7 +307,30 @@ class TracingMiddleware:
                     meter_provider, _VERSION, active=self.active_requests, sizes=self.body_sizes
                 )
         live = self._live = _Live(tracer_provider, meter_provider, tracer, instruments)
+        if instruments is not None and not self._listening:
+            # From the first request with metrics on (never for the copy
+            # guard() builds to check options): held weakly, so that a
+            # layer dropped stops counting.
+            self._listening = True
+            listen(self._transition, weak=True)
         return live
+
+    def _transition(self, transition: Transition) -> None:
+        """Count a breaker's transition (the layer's, a store's, a key fetcher's) as it happens."""
+        instruments = self._live.instruments
+        if instruments is None:
+            return
+        name = transition.name
+        self.states.reported.add((transition.layer, name))
+        attributes: dict[str, AttributeValue] = {
+            "apiguard.layer": transition.layer,
+            "apiguard.name": name,
+            "apiguard.state": transition.state,
+            "apiguard.state.previous": transition.previous,
+        }
+        if transition.key is not None:
+            attributes["apiguard.policy"] = transition.key
+        instruments.transitions.add(1, attributes)
 
     # --- the request -----------------------------------------------------------------
 
