@@ -18,6 +18,8 @@ from tests.ratelimit._helpers import client, limited_app, ratelimit
 LOAD_LIMIT = 1_000_000
 #: Keys counted exactly after the failover, with a limit of their own.
 EXACT_LIMIT = 10
+#: The apps' store timeout, in seconds.
+STORE_TIMEOUT = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +45,7 @@ def failover_app(storage: str, mode: str, exact_keys: Iterable[str]) -> Any:
         limit=f"{LOAD_LIMIT}/hour",
         key=by_header("x-client"),
         storage=storage,
-        store_timeout=0.25,
+        store_timeout=STORE_TIMEOUT,
         on_store_error=mode,
         overrides=dict.fromkeys(exact_keys, f"{EXACT_LIMIT}/hour"),
     )

@@ -26,7 +26,14 @@ import pytest
 from apiguard.storage._keys import tag
 from tests._cluster import RedisCluster
 from tests._sentinel import RedisSentinel
-from tests.ratelimit._failover import EXACT_LIMIT, LOAD_LIMIT, Load, Record, failover_app
+from tests.ratelimit._failover import (
+    EXACT_LIMIT,
+    LOAD_LIMIT,
+    STORE_TIMEOUT,
+    Load,
+    Record,
+    failover_app,
+)
 from tests.ratelimit._helpers import clear_of_window_edge
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.usefixtures("close_stores")]
@@ -53,6 +60,22 @@ def _check_answers(records: list[Record]) -> None:
 
 def _uncounted(record: Record) -> bool:
     return record.status == 503 or record.reason is not None
+
+
+def _timed_out(record: Record) -> bool:
+    """The request waited out the store timeout: a busy machine, not the failover.
+
+    On a loaded CI machine a healthy store can miss the 0.25 s timeout now
+    and then; the fail mode answers for it as documented. What a failover
+    (or a store-wide breaker) would add are fast refusals: those must not
+    happen outside the failover window, nor on a healthy shard.
+    """
+    return record.elapsed >= STORE_TIMEOUT
+
+
+def _outside(lost: list[Record], start: float, end: float) -> list[Record]:
+    """The uncounted requests outside `[start, end]` that did not time out."""
+    return [r for r in lost if not start <= r.start <= end and not _timed_out(r)]
 
 
 async def test_a_cluster_primary_killed_mid_load(
@@ -92,11 +115,11 @@ async def test_a_cluster_primary_killed_mid_load(
     records = load.records
     _check_answers(records)
     # The healthy shards' keys: counted throughout, in both fail modes.
-    assert [r for r in records if r.key in healthy and _uncounted(r)] == []
+    assert [r for r in records if r.key in healthy and _uncounted(r) and not _timed_out(r)] == []
     # The dead shard's keys: not counted during the failover, counted after it.
     lost = [r for r in records if r.key in sick and _uncounted(r)]
     assert {r.mode for r in lost} == set(MODES)
-    assert all(killed <= r.start <= recovered for r in lost)
+    assert _outside(lost, killed, recovered) == []
     # Counts exact outside the failover window: fresh keys on either side ...
     expected = sorted([200] * EXACT_LIMIT + [429] * 2 * EXACT_LIMIT)
     assert exact == {key: dict.fromkeys(MODES, expected) for key in exact}
@@ -139,7 +162,7 @@ async def test_a_sentinel_failover_mid_load(
     _check_answers(records)
     lost = [r for r in records if _uncounted(r)]
     assert {r.mode for r in lost} == set(MODES)  # the primary did go away
-    assert all(killed <= r.start <= recovered for r in lost)
+    assert _outside(lost, killed, recovered) == []
     expected = sorted([200] * EXACT_LIMIT + [429] * 2 * EXACT_LIMIT)
     assert before == after == dict.fromkeys(MODES, expected)
     # Each outage logged when it starts and when it ends, with the reason.
