@@ -6,12 +6,22 @@ from typing import Any
 
 import anyio
 import pytest
+from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.responses import JSONResponse, Response
 
-from apiguard import APIKeyAuth, AuthMiddleware, JWTAuth, Principal
+from apiguard import (
+    APIKeyAuth,
+    AuthMiddleware,
+    IdempotencyMiddleware,
+    JWTAuth,
+    Principal,
+    TimeoutMiddleware,
+    guard,
+)
 from apiguard.idempotency import RoutePolicy
 from apiguard.testing import generate_key
-from tests.idempotency._apps import client, keyed, new_key, orders_app
+from tests.idempotency._apps import Orders, client, keyed, new_key, orders_app
 
 pytestmark = pytest.mark.anyio
 
@@ -240,6 +250,35 @@ async def test_a_client_error_is_stored_and_replayed() -> None:
         again = await http.post("/orders?status=409", headers=keyed(key))
     assert (again.status_code, again.headers["idempotent-replayed"]) == (409, "true")
     assert orders.runs["orders"] == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "fallback", "status"),
+    [
+        pytest.param({}, None, 504, id="504"),
+        pytest.param({"store_server_errors": True}, None, 504, id="504-server-errors-kept"),
+        pytest.param({}, JSONResponse({"queued": True}, 202), 202, id="fallback"),
+    ],
+)
+async def test_a_request_that_timed_out_inside_is_not_stored(
+    options: dict[str, Any], fallback: Response | None, status: int
+) -> None:
+    """An inner timeout's 504 or fallback is not the operation's result: the retry runs it."""
+    orders = Orders()
+    app = guard(
+        Starlette(routes=orders.routes()),
+        Middleware(IdempotencyMiddleware, **options),
+        Middleware(TimeoutMiddleware, timeout=0.2, fallback=fallback),
+    )
+    orders.hold(runs=1)  # the first run never finishes: it times out
+    key = new_key()
+    async with client(app) as http:
+        first = await http.post("/orders", headers=keyed(key))
+        again = await http.post("/orders", headers=keyed(key))
+    assert first.status_code == status
+    assert again.status_code == 201
+    assert "idempotent-replayed" not in again.headers
+    assert orders.runs["orders"] == 2
 
 
 async def test_a_response_over_the_bound_is_passed_through_and_not_stored() -> None:
