@@ -9,6 +9,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Host, Router
 
 from apiguard import (
     APIKeyAuth,
@@ -97,6 +98,30 @@ async def test_a_key_replays_for_its_own_path_only() -> None:
     assert one.json() == {"id": 1, "run": 1}
     assert two.status_code == 422
     assert orders.runs["update"] == 1
+
+
+async def test_a_key_replays_for_its_own_host_only() -> None:
+    """Host routes share paths: another host's endpoint with the key is 422, not a replay."""
+    payments = Orders()
+    refunds = Orders()
+    app = guard(
+        Starlette(
+            routes=[
+                Host("pay.example", Router(payments.routes())),
+                Host("refund.example", Router(refunds.routes())),
+            ]
+        ),
+        Middleware(IdempotencyMiddleware),
+    )
+    key = new_key()
+    async with client(app) as http:
+        paid = await http.post("http://pay.example/orders", headers=keyed(key))
+        other = await http.post("http://refund.example/orders", headers=keyed(key))
+        again = await http.post("http://pay.example/orders", headers=keyed(key))
+    assert paid.status_code == 201
+    assert other.status_code == 422
+    assert again.headers["idempotent-replayed"] == "true"
+    assert (payments.runs["orders"], refunds.runs["orders"]) == (1, 0)
 
 
 async def test_a_bare_key_and_its_sf_string_are_one_key() -> None:

@@ -56,7 +56,7 @@ _DETAIL_CONFLICT: Final = (
     "A request with this Idempotency-Key is still being processed; retry after it completes."
 )
 _DETAIL_MISMATCH: Final = (
-    "This Idempotency-Key was used for another request (method, path, query or body)."
+    "This Idempotency-Key was used for another request (method, host, path, query or body)."
 )
 _DETAIL_UNAVAILABLE: Final = "Idempotency keys cannot be checked right now; retry later."
 _METHOD: Final = re.compile(r"^[A-Z][A-Z0-9_-]*$")
@@ -81,7 +81,7 @@ class IdempotencyMiddleware:
     headers, body, up to `max_response_bytes`) is stored for `ttl` seconds
     and replayed, marked `Idempotent-Replayed: true`, to every later request
     with the same key and the same payload, without running the app. The
-    same key with another payload (method, path, query or body) is 422; a
+    same key with another payload (method, host, path, query or body) is 422; a
     repeat while the first is still running is 409; a missing key where
     `required` is 400, and so is a malformed one. Every refusal is problem
     details.
