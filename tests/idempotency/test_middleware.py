@@ -306,6 +306,20 @@ async def test_a_request_that_timed_out_inside_is_not_stored(
     assert orders.runs["orders"] == 2
 
 
+async def test_a_204_is_replayed_without_content_length() -> None:
+    """RFC 9110 §8.6: a server MUST NOT send Content-Length in a 204."""
+    app, orders = orders_app()
+    key = new_key()
+    async with client(app) as http:
+        first = await http.post("/orders?status=204&size=0", headers=keyed(key))
+        again = await http.post("/orders?status=204&size=0", headers=keyed(key))
+    assert (first.status_code, again.status_code) == (204, 204)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert "content-length" not in first.headers
+    assert "content-length" not in again.headers
+    assert orders.runs["orders"] == 1
+
+
 async def test_a_response_over_the_bound_is_passed_through_and_not_stored() -> None:
     app, orders = orders_app(max_response_bytes=1000)
     key = new_key()
