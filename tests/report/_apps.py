@@ -104,3 +104,16 @@ def make_app() -> Starlette:
 #: A layer added without guard(): its options are checked only when the stack is built.
 unvalidated = Starlette(routes=routes())
 unvalidated.add_middleware(RateLimitMiddleware, limit="ten a minute")
+
+
+def _hiding(app: Any) -> Any:
+    """A hand-written middleware that keeps its app in a closure, not as `.app`."""
+
+    async def middleware(scope: Any, receive: Any, send: Any) -> None:
+        await app(scope, receive, send)
+
+    return middleware
+
+
+#: Every route unguarded, behind a wrapper the report cannot see through.
+hidden = _hiding(Starlette(routes=routes()))
