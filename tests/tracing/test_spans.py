@@ -245,6 +245,23 @@ async def test_an_authenticators_query_credential_is_redacted_wherever_it_sits(
     assert recorded == "tok=REDACTED&page=2"
 
 
+class Touchy(Anything):
+    """An ASGI endpoint whose attributes raise when looked at."""
+
+    @property
+    def routes(self) -> list[Any]:
+        raise RuntimeError("not here")
+
+
+async def test_looking_for_credentials_never_stops_the_start(telemetry: Telemetry) -> None:
+    app = guard(
+        Starlette(routes=[Route("/any", Touchy())]),
+        Middleware(TracingMiddleware, **telemetry.providers),
+    )
+    assert await call(app, "GET", "/any", query=b"access_token=s1") == 200
+    assert attributes(telemetry.span())["url.query"] == "access_token=REDACTED"
+
+
 async def test_the_query_can_be_left_out(telemetry: Telemetry) -> None:
     async with client(orders_app(telemetry, query="drop")) as http:
         await http.get("/health?page=2")

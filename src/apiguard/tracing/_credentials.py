@@ -35,12 +35,20 @@ def _from_option(value: object, into: set[str]) -> None:
     """The query names of an authenticator given as an option (or a list of them)."""
     items = value if isinstance(value, list | tuple) else (value,)
     for item in items:
-        schemes = getattr(item, "security_schemes", None)
+        schemes = _attribute(item, "security_schemes")
         if callable(schemes):
             try:
                 _query_names(schemes(), into)
             except Exception:  # noqa: S112 - another object's method must not stop start-up
                 continue
+
+
+def _attribute(node: object, name: str) -> object:
+    """`node.name`, or `None`: a property of someone else's object must not stop start-up."""
+    try:
+        return getattr(node, name, None)
+    except Exception:
+        return None
 
 
 def query_credentials(app: object, *, skip: type | None = None) -> set[str]:
@@ -66,15 +74,21 @@ def query_credentials(app: object, *, skip: type | None = None) -> set[str]:
             if security is not None:
                 _query_names(security.schemes, found)
         # A Starlette app: the middleware registered (built or not) and its routes.
-        for spec in getattr(node, "user_middleware", None) or ():
-            for value in (*getattr(spec, "args", ()), *getattr(spec, "kwargs", {}).values()):
+        specs = _attribute(node, "user_middleware")
+        for spec in specs if isinstance(specs, list) else ():
+            args = _attribute(spec, "args")
+            kwargs = _attribute(spec, "kwargs")
+            for value in (
+                *(args if isinstance(args, tuple | list) else ()),
+                *(kwargs.values() if isinstance(kwargs, dict) else ()),
+            ):
                 _from_option(value, found)
-        pending.append(getattr(node, "middleware_stack", None))
-        pending.append(getattr(node, "app", None))
-        routes = getattr(node, "routes", None)
+        pending.append(_attribute(node, "middleware_stack"))
+        pending.append(_attribute(node, "app"))
+        routes = _attribute(node, "routes")
         if isinstance(routes, list):
             pending.extend(routes)
-        router = getattr(node, "router", None)
-        if router is not None and router is not node:
+        router = _attribute(node, "router")
+        if router is not node:
             pending.append(router)
     return found
