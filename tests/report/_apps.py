@@ -34,6 +34,13 @@ async def live(websocket: WebSocket) -> None:
     await websocket.close()
 
 
+class Anything:
+    """An ASGI endpoint: its route takes every method."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await PlainTextResponse("ok")(scope, receive, send)
+
+
 def routes() -> list[Any]:
     return [
         Route("/orders", ok, methods=["GET", "POST"]),
@@ -117,3 +124,13 @@ def _hiding(app: Any) -> Any:
 
 #: Every route unguarded, behind a wrapper the report cannot see through.
 hidden = _hiding(Starlette(routes=routes()))
+
+#: The guarded API mounted under /api, after outer routes that answer some of its paths:
+#: GET /api/items/{item_id} and every method of /api/items never reach the API's layers.
+shadowed = Starlette(
+    routes=[
+        Route("/api/items/{item_id}", ok),
+        Route("/api/items", Anything()),
+        Mount("/api", api),
+    ]
+)

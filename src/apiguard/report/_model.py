@@ -219,13 +219,14 @@ def build_report(app: object, *, name: str = "app") -> Report:
         return report
     seen: set[tuple[str, str]] = set()
     for info in routes_of(app):
-        inner = mounted.get(info.key, [])
         for method in _methods(info.kind, info.methods):
             if (method, info.key) in seen:
                 continue  # shadowed by an earlier route: never dispatched to
             seen.add((method, info.key))
+            inner = mounted.get((method, info.key), [])
             described = _describe(layers, inner, method, info.key)
-            if method == "HEAD" and described == _describe(layers, inner, "GET", info.key):
+            get = mounted.get(("GET", info.key), [])
+            if method == "HEAD" and described == _describe(layers, get, "GET", info.key):
                 continue  # HEAD as GET: one line says both
             report.routes.append(RouteReport(method, info.key, info.kind, described))
     named: dict[tuple[str, str], None] = {}
