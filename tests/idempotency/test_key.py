@@ -83,10 +83,11 @@ def test_a_store_key_splits_back_into_its_parts(name: str, caller: str, key: str
 
 
 def test_fingerprints_tell_every_part_apart() -> None:
-    def scope(path: str, query: bytes = b"") -> dict[str, object]:
-        return {"path": path, "query_string": query}
+    def scope(path: str, query: bytes = b"", host: bytes = b"api.example") -> dict[str, object]:
+        return {"path": path, "query_string": query, "headers": [(b"host", host)]}
 
     prints = {
+        fingerprint("POST", scope("/orders/1", host=b"other.example"), b"{}"),
         fingerprint("POST", scope("/orders/1"), b"{}"),
         fingerprint("PATCH", scope("/orders/1"), b"{}"),
         fingerprint("POST", scope("/orders/2"), b"{}"),
@@ -94,5 +95,5 @@ def test_fingerprints_tell_every_part_apart() -> None:
         fingerprint("POST", scope("/orders/1"), b'{"a":1}'),
         fingerprint("POST", scope("/orders/1a"), b"=1{}"),
     }
-    assert len(prints) == 6
+    assert len(prints) == 7
     assert fingerprint("POST", scope("/x"), b"1") == fingerprint("POST", scope("/x"), b"1")

@@ -6,12 +6,23 @@ from typing import Any
 
 import anyio
 import pytest
+from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Host, Router
 
-from apiguard import APIKeyAuth, AuthMiddleware, JWTAuth, Principal
+from apiguard import (
+    APIKeyAuth,
+    AuthMiddleware,
+    IdempotencyMiddleware,
+    JWTAuth,
+    Principal,
+    TimeoutMiddleware,
+    guard,
+)
 from apiguard.idempotency import RoutePolicy
 from apiguard.testing import generate_key
-from tests.idempotency._apps import client, keyed, new_key, orders_app
+from tests.idempotency._apps import Orders, client, keyed, new_key, orders_app
 
 pytestmark = pytest.mark.anyio
 
@@ -87,6 +98,30 @@ async def test_a_key_replays_for_its_own_path_only() -> None:
     assert one.json() == {"id": 1, "run": 1}
     assert two.status_code == 422
     assert orders.runs["update"] == 1
+
+
+async def test_a_key_replays_for_its_own_host_only() -> None:
+    """Host routes share paths: another host's endpoint with the key is 422, not a replay."""
+    payments = Orders()
+    refunds = Orders()
+    app = guard(
+        Starlette(
+            routes=[
+                Host("pay.example", Router(payments.routes())),
+                Host("refund.example", Router(refunds.routes())),
+            ]
+        ),
+        Middleware(IdempotencyMiddleware),
+    )
+    key = new_key()
+    async with client(app) as http:
+        paid = await http.post("http://pay.example/orders", headers=keyed(key))
+        other = await http.post("http://refund.example/orders", headers=keyed(key))
+        again = await http.post("http://pay.example/orders", headers=keyed(key))
+    assert paid.status_code == 201
+    assert other.status_code == 422
+    assert again.headers["idempotent-replayed"] == "true"
+    assert (payments.runs["orders"], refunds.runs["orders"]) == (1, 0)
 
 
 async def test_a_bare_key_and_its_sf_string_are_one_key() -> None:
@@ -239,6 +274,49 @@ async def test_a_client_error_is_stored_and_replayed() -> None:
         await http.post("/orders?status=409", headers=keyed(key))
         again = await http.post("/orders?status=409", headers=keyed(key))
     assert (again.status_code, again.headers["idempotent-replayed"]) == (409, "true")
+    assert orders.runs["orders"] == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "fallback", "status"),
+    [
+        pytest.param({}, None, 504, id="504"),
+        pytest.param({"store_server_errors": True}, None, 504, id="504-server-errors-kept"),
+        pytest.param({}, JSONResponse({"queued": True}, 202), 202, id="fallback"),
+    ],
+)
+async def test_a_request_that_timed_out_inside_is_not_stored(
+    options: dict[str, Any], fallback: Response | None, status: int
+) -> None:
+    """An inner timeout's 504 or fallback is not the operation's result: the retry runs it."""
+    orders = Orders()
+    app = guard(
+        Starlette(routes=orders.routes()),
+        Middleware(IdempotencyMiddleware, **options),
+        Middleware(TimeoutMiddleware, timeout=0.2, fallback=fallback),
+    )
+    orders.hold(runs=1)  # the first run never finishes: it times out
+    key = new_key()
+    async with client(app) as http:
+        first = await http.post("/orders", headers=keyed(key))
+        again = await http.post("/orders", headers=keyed(key))
+    assert first.status_code == status
+    assert again.status_code == 201
+    assert "idempotent-replayed" not in again.headers
+    assert orders.runs["orders"] == 2
+
+
+async def test_a_204_is_replayed_without_content_length() -> None:
+    """RFC 9110 §8.6: a server MUST NOT send Content-Length in a 204."""
+    app, orders = orders_app()
+    key = new_key()
+    async with client(app) as http:
+        first = await http.post("/orders?status=204&size=0", headers=keyed(key))
+        again = await http.post("/orders?status=204&size=0", headers=keyed(key))
+    assert (first.status_code, again.status_code) == (204, 204)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert "content-length" not in first.headers
+    assert "content-length" not in again.headers
     assert orders.runs["orders"] == 1
 
 

@@ -34,6 +34,13 @@ async def live(websocket: WebSocket) -> None:
     await websocket.close()
 
 
+class Anything:
+    """An ASGI endpoint: its route takes every method."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await PlainTextResponse("ok")(scope, receive, send)
+
+
 def routes() -> list[Any]:
     return [
         Route("/orders", ok, methods=["GET", "POST"]),
@@ -104,3 +111,26 @@ def make_app() -> Starlette:
 #: A layer added without guard(): its options are checked only when the stack is built.
 unvalidated = Starlette(routes=routes())
 unvalidated.add_middleware(RateLimitMiddleware, limit="ten a minute")
+
+
+def _hiding(app: Any) -> Any:
+    """A hand-written middleware that keeps its app in a closure, not as `.app`."""
+
+    async def middleware(scope: Any, receive: Any, send: Any) -> None:
+        await app(scope, receive, send)
+
+    return middleware
+
+
+#: Every route unguarded, behind a wrapper the report cannot see through.
+hidden = _hiding(Starlette(routes=routes()))
+
+#: The guarded API mounted under /api, after outer routes that answer some of its paths:
+#: GET /api/items/{item_id} and every method of /api/items never reach the API's layers.
+shadowed = Starlette(
+    routes=[
+        Route("/api/items/{item_id}", ok),
+        Route("/api/items", Anything()),
+        Mount("/api", api),
+    ]
+)

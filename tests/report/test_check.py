@@ -73,6 +73,27 @@ def test_a_start_up_check_that_fails_is_reported_and_fails_the_run() -> None:
     assert document["findings"][0]["rule"] == "start-up"
 
 
+def test_an_outer_route_shadowing_a_mounted_one_is_not_credited_with_its_layers() -> None:
+    """The outer route answers: the mounted app's authentication never runs there."""
+    status, _, err = run("tests.report._apps:shadowed", "--check")
+    assert status == 1
+    assert err.splitlines()[:-1] == [
+        f"apiguard routes: {route}: no authentication decision "
+        "(neither public nor behind an authenticator)"
+        for route in ("GET /api/items/{item_id}", "* /api/items", "POST /api/items")
+    ]
+
+
+def test_an_app_whose_routes_cannot_be_found_fails_the_check() -> None:
+    """A wrapper hiding the router: zero routes checked is no pass."""
+    status, out, err = run("tests.report._apps:hidden", "--check")
+    assert status == 1
+    assert "0 routes" in out
+    assert "no route found" in err
+    status, out, _ = run("tests.report._apps:hidden", "--check", "--json")
+    assert json.loads(out)["findings"][0]["rule"] == "no-routes"
+
+
 @pytest.mark.parametrize(
     ("argv", "status", "named"),
     [

@@ -5,6 +5,7 @@ from __future__ import annotations
 from email.utils import formatdate
 from typing import Any
 
+import httpx
 import pytest
 from starlette.middleware import Middleware
 
@@ -214,6 +215,26 @@ async def test_a_short_retry_after_is_waited_for() -> None:
         response = await http.get("/items")
     assert response.status_code == 200
     assert clock.elapsed >= 0.95  # a lower bound: no load makes it shorter
+
+
+@pytest.mark.parametrize(
+    "date",
+    [
+        "Mon, 01 Jan 99999999999999999999 00:00:00 GMT",
+        "01 Jan 2020 00:00:00 +99999999999999999999",
+        "Mon, 01 Jan 2020 99999999999999999999:00:00 GMT",
+    ],
+)
+async def test_a_retry_after_date_out_of_range_is_ignored_not_a_500(date: str) -> None:
+    """An upstream's absurd `Retry-After` (an app that relays one) never turns into a 500."""
+    script, contexts = Script(), []
+    script.plan("/items", Act(503, headers={"retry-after": date}))
+    app = httpx.ASGITransport(retried(script, contexts, attempts=2), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=app, base_url="http://api.example.com") as http:
+        response = await http.get("/items")
+    assert (response.status_code, response.headers["retry-after"]) == (503, date)
+    assert script.calls["/items"] == 2  # retried after the usual backoff
+    assert decision(contexts).reason == "attempts"
 
 
 def test_retry_after_reads_seconds_and_dates() -> None:

@@ -217,6 +217,30 @@ async def test_an_anonymous_copy_is_not_served_to_a_principal(frozen: FrozenCloc
         assert (await http.get("/items")).status_code == 200
 
 
+@pytest.mark.parametrize("authenticated", [(), ["GET /items"]], ids=["plain", "opted-in"])
+async def test_a_response_to_a_principal_found_inside_is_never_served_to_others(
+    frozen: FrozenClock, authenticated: list[str]
+) -> None:
+    """Authentication inside the timeout: the copy is keyed before the principal exists."""
+    script = Script()
+    script.plan("/items", Act(headers={"x-owner": "alice"}), HANG)
+    app = guard(
+        make_app(script),
+        Middleware(
+            TimeoutMiddleware,
+            timeout=0.2,
+            fallback=StaleIfError(authenticated=authenticated),
+        ),
+        Middleware(AuthMiddleware, authenticators=[APIKeyAuth(keys=KEYS)], optional=["GET /items"]),
+    )
+    async with client(app) as http:
+        alice = await http.get("/items", headers=ALICE)
+        anonymous = await http.get("/items")
+    assert (alice.status_code, alice.headers["x-owner"]) == (200, "alice")
+    assert anonymous.status_code == 504
+    assert "x-owner" not in anonymous.headers
+
+
 async def test_a_credential_no_layer_checked_is_never_kept(frozen: FrozenClock) -> None:
     script, contexts = Script(), []
     script.plan("/items", Act(), HANG)

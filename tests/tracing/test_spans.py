@@ -197,6 +197,71 @@ async def test_credentials_in_the_query_are_redacted(telemetry: Telemetry) -> No
     assert not any(f"s{i}" in recorded for i in range(1, 10))
 
 
+def _query_jwt() -> JWTAuth:
+    key = generate_key("HS256", kid="k")
+    return JWTAuth(
+        key=key.verification_key,
+        algorithms=["HS256"],
+        audience="a",
+        issuer="https://i/",
+        token_locations=["query:tok"],
+    )
+
+
+def _health() -> list[Route]:
+    return [Route("/health", lambda r: PlainTextResponse("ok"))]
+
+
+def _mounted(telemetry: Telemetry) -> Any:
+    """Authentication in a mounted sub-app, tracing on the outer one."""
+    inner = guard(
+        Starlette(routes=_health()), Middleware(AuthMiddleware, authenticators=[_query_jwt()])
+    )
+    return guard(
+        Starlette(routes=[Mount("/api", inner)]),
+        Middleware(TracingMiddleware, **telemetry.providers),
+    )
+
+
+def _wrapped(telemetry: Telemetry) -> Any:
+    """Tracing wrapped around an app whose layers are registered inside it."""
+    inner = guard(
+        Starlette(routes=_health()), Middleware(AuthMiddleware, authenticators=[_query_jwt()])
+    )
+    return TracingMiddleware(inner, **telemetry.providers)
+
+
+@pytest.mark.parametrize(
+    ("build", "path"),
+    [(_mounted, "/api/health"), (_wrapped, "/health")],
+    ids=["mounted", "wrapped"],
+)
+async def test_an_authenticators_query_credential_is_redacted_wherever_it_sits(
+    telemetry: Telemetry, build: Any, path: str
+) -> None:
+    """The parameter a JWT is read from never reaches a span, the layer below or not."""
+    await call(build(telemetry), "GET", path, query=b"tok=eyJ.s3cr3t.sig&page=2")
+    recorded = attributes(telemetry.span())["url.query"]
+    assert recorded == "tok=REDACTED&page=2"
+
+
+class Touchy(Anything):
+    """An ASGI endpoint whose attributes raise when looked at."""
+
+    @property
+    def routes(self) -> list[Any]:
+        raise RuntimeError("not here")
+
+
+async def test_looking_for_credentials_never_stops_the_start(telemetry: Telemetry) -> None:
+    app = guard(
+        Starlette(routes=[Route("/any", Touchy())]),
+        Middleware(TracingMiddleware, **telemetry.providers),
+    )
+    assert await call(app, "GET", "/any", query=b"access_token=s1") == 200
+    assert attributes(telemetry.span())["url.query"] == "access_token=REDACTED"
+
+
 async def test_the_query_can_be_left_out(telemetry: Telemetry) -> None:
     async with client(orders_app(telemetry, query="drop")) as http:
         await http.get("/health?page=2")

@@ -11,7 +11,9 @@ bound. At its last body message (before that message goes on, so that a
 client that has the whole response and retries always finds it stored) the
 claim becomes the stored response, or is released: a 5xx (unless
 `store_server_errors`), a 408/425/429 (retry later), a response over the
-bound, a trailer or file response. A request that ends without a complete
+bound, a trailer or file response, or a response a layer inside sent in
+the app's place (an inner timeout's 504 or fallback, any inner refusal: the
+request's decisions say so). A request that ends without a complete
 response (the app raised, or the request was cancelled or timed out)
 releases it too.
 """
@@ -24,6 +26,7 @@ from collections.abc import Coroutine
 from typing import Any, Final
 
 from apiguard._types import Message, RawHeaders, Send
+from apiguard.context import RequestContext
 from apiguard.errors import StorageError
 from apiguard.idempotency._record import encode, kept_headers
 from apiguard.storage import KeyValueStore
@@ -47,7 +50,10 @@ INCOMPLETE: Final = "incomplete"
 CANCELLED: Final = "cancelled"
 LEASE_LOST: Final = "lease-lost"
 STORE_FAILED: Final = "store-unavailable"
+NOT_THE_APP: Final = "not-the-app"
 STORED: Final = "stored"
+#: The layer kind of a fallback's decision (`apiguard.resilience.fallbacks.LAYER`).
+_FALLBACK: Final = "fallback"
 
 
 class Flight:
@@ -64,15 +70,19 @@ class Flight:
         max_bytes: The largest response stored (headers and body).
         store_server_errors: Whether 5xx responses are stored too.
         timeout: Seconds each store call may take.
+        context: The request's context: the decisions recorded from now on
+            say whether a layer inside answered in the app's place.
     """
 
     __slots__ = (
         "_beat",
+        "_mark",
         "_settling",
         "_size",
         "_timer",
         "_unstored",
         "body",
+        "context",
         "fingerprint",
         "headers",
         "key",
@@ -102,8 +112,11 @@ class Flight:
         max_bytes: int,
         store_server_errors: bool,
         timeout: float,
+        context: RequestContext,
     ) -> None:
         self.kv = kv
+        self.context = context
+        self._mark = len(context.decisions)
         self.key = key
         self.token = token
         self.fingerprint = fingerprint
@@ -218,6 +231,8 @@ class Flight:
         if reason is None:
             if status is None or body is None:
                 reason = INCOMPLETE
+            elif self._not_the_app():
+                reason = NOT_THE_APP
             elif status >= 500 and not self.store_server_errors:
                 reason = SERVER_ERROR
             elif status in RETRY_LATER:
@@ -243,6 +258,21 @@ class Flight:
             self.outcome = STORE_FAILED
             return
         self.outcome = STORED if stored else LEASE_LOST
+
+    def _not_the_app(self) -> bool:
+        """Whether a layer inside sent this response in the app's place.
+
+        A fallback records its decision before it sends, a refusing layer
+        (an inner timeout's 504) before its refusal: either is there by the
+        time the last body message reaches `settle`. Such a response is not
+        the operation's result (the app was cut short, or never ran), so a
+        retry must run it, as the draft's "store the response of the
+        resource" intends.
+        """
+        for decision in self.context.decisions[self._mark :]:
+            if decision.outcome == "reject" or decision.layer == _FALLBACK:
+                return True
+        return False
 
     async def finish(self) -> None:
         """The app returned or raised: release the claim if its response never completed."""

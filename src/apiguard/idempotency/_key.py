@@ -8,7 +8,7 @@ Three small pure functions the layer calls per keyed request:
   principal, or the client address when anonymous), so that one caller's
   keys never meet another's;
 - [`fingerprint`][apiguard.idempotency._key.fingerprint]: a digest of the
-  method, path, query and body, so that a key reused for another request is
+  method, host, path, query and body, so that a key reused for another request is
   told apart from a retry.
 """
 
@@ -18,6 +18,7 @@ import hashlib
 import re
 from typing import Final
 
+from apiguard._asgi import get_header
 from apiguard._types import Scope
 from apiguard.address import ClientAddress
 from apiguard.context import principal_of
@@ -140,16 +141,19 @@ def store_key(name: str, caller: str, key: str) -> str:
 
 
 def fingerprint(method: str, scope: Scope, body: bytes) -> bytes:
-    """SHA-256 of the method, path, query string and body: what a retry repeats.
+    """SHA-256 of the method, host, path, query string and body: what a retry repeats.
 
     The path is the request's own (`/orders/2`), never its route template,
     so that a key used on `/orders/1` cannot replay that response for
-    `/orders/2`. Each part is length-prefixed, so that no two requests
-    hash the same bytes (a path ending where a query begins).
+    `/orders/2`; the `Host` field is part of the target too (RFC 9110
+    §7.1), and `Host` routes send one path to different endpoints. Each
+    part is length-prefixed, so that no two requests hash the same bytes
+    (a path ending where a query begins).
     """
     path: str = scope["path"]
     parts = (
         method.encode("utf-8", "surrogatepass"),
+        get_header(scope, b"host") or b"",
         path.encode("utf-8", "surrogatepass"),
         scope.get("query_string", b""),
     )

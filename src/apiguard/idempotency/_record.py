@@ -47,6 +47,9 @@ _HOP_BY_HOP: Final = frozenset(
 #: Header names never stored (see the module's docstring for why).
 NOT_KEPT: Final = _HOP_BY_HOP | {b"content-length", b"date", b"set-cookie", REPLAYED}
 
+#: Statuses whose responses carry no Content-Length of their body (RFC 9110 §8.6).
+_NO_LENGTH: Final = frozenset({204, 304})
+
 _VERSION: Final = 1
 _HEAD: Final = struct.Struct(">B32sHH")  # version, fingerprint, status, header count
 _PAIR: Final = struct.Struct(">HI")  # name length, value length
@@ -119,15 +122,11 @@ def decode(value: bytes) -> StoredResponse:
 async def replay(stored: StoredResponse, send: Send) -> None:
     """Send a stored response again, marked `Idempotent-Replayed: true`."""
     body = stored.body
-    await send(
-        {
-            "type": "http.response.start",
-            "status": stored.status,
-            "headers": [
-                *stored.headers,
-                (b"content-length", b"%d" % len(body)),
-                _REPLAYED_TRUE,
-            ],
-        }
-    )
+    status = stored.status
+    headers = [*stored.headers, _REPLAYED_TRUE]
+    # RFC 9110 §8.6: never a Content-Length in a 1xx or 204; in a 304 it
+    # would describe the selected representation, which is not stored.
+    if status >= 200 and status not in _NO_LENGTH:
+        headers.append((b"content-length", b"%d" % len(body)))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -56,7 +56,7 @@ _DETAIL_CONFLICT: Final = (
     "A request with this Idempotency-Key is still being processed; retry after it completes."
 )
 _DETAIL_MISMATCH: Final = (
-    "This Idempotency-Key was used for another request (method, path, query or body)."
+    "This Idempotency-Key was used for another request (method, host, path, query or body)."
 )
 _DETAIL_UNAVAILABLE: Final = "Idempotency keys cannot be checked right now; retry later."
 _METHOD: Final = re.compile(r"^[A-Z][A-Z0-9_-]*$")
@@ -81,7 +81,7 @@ class IdempotencyMiddleware:
     headers, body, up to `max_response_bytes`) is stored for `ttl` seconds
     and replayed, marked `Idempotent-Replayed: true`, to every later request
     with the same key and the same payload, without running the app. The
-    same key with another payload (method, path, query or body) is 422; a
+    same key with another payload (method, host, path, query or body) is 422; a
     repeat while the first is still running is 409; a missing key where
     `required` is 400, and so is a malformed one. Every refusal is problem
     details.
@@ -94,7 +94,9 @@ class IdempotencyMiddleware:
     the request runs: a slow request is never run twice, and the claim of a
     worker that died expires. Responses of 5xx status (unless
     `store_server_errors`), 408, 425 and 429 are not stored, nor those of
-    requests that raised, were cancelled or timed out, nor responses over
+    requests that raised, were cancelled or timed out (an inner timeout's
+    504 or fallback, or any response a layer inside sent in the app's
+    place, is not the operation's result), nor responses over
     `max_response_bytes` (passed through as they are): the claim is
     released, and a retry runs the request again.
 
@@ -339,6 +341,7 @@ class IdempotencyMiddleware:
         if token is None:
             await self._answer_repeat(scope, receive, send, context, claim, digest, body)
             return
+        context.record(self._claimed)
         flight = Flight(
             self.kv,
             claimed,
@@ -350,8 +353,8 @@ class IdempotencyMiddleware:
             max_bytes=policy.max_response_bytes,
             store_server_errors=self.store_server_errors,
             timeout=self.store_timeout,
+            context=context,
         )
-        context.record(self._claimed)
         flight.start()
         try:
             await self.app(scope, ReplayReceive(body, receive), flight)

@@ -24,7 +24,7 @@ _METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TR
 #: How a route that takes any method (a mounted app without routes) is listed.
 ANY_METHOD = "*"
 
-Rule = Literal["start-up", "unauthenticated", "required-layer", "unknown-route"]
+Rule = Literal["start-up", "no-routes", "unauthenticated", "required-layer", "unknown-route"]
 
 
 def label(description: Description) -> str:
@@ -80,6 +80,7 @@ class Finding:
 
     Attributes:
         rule: Which check: `"start-up"` (a start-up check failed),
+            `"no-routes"` (no route was found: nothing could be checked),
             `"unauthenticated"` (no authentication decision),
             `"required-layer"` (a route escapes a required layer) or
             `"unknown-route"` (an exemption names no route).
@@ -123,10 +124,22 @@ class Report:
                 `require` (not from authentication: declare those public).
 
         Returns:
-            The findings, in route order; empty when every rule holds.
+            The findings, in route order; empty when every rule holds. An
+            app with no route found fails: nothing could be checked.
         """
         if self.error is not None:
             return [Finding("start-up", None, f"the app would not start: {self.error}")]
+        if not self.routes:
+            # Nothing checked is no pass: the router is hidden (a wrapper that
+            # keeps the app other than as `.app`), or this is not the app.
+            return [
+                Finding(
+                    "no-routes",
+                    None,
+                    "no route found, so nothing was checked: name the app itself, and give "
+                    "any middleware wrapped around it an `.app` attribute holding what it wraps",
+                )
+            ]
         findings: list[Finding] = []
         excused = _exemptions(exempt)
         matched: set[tuple[str | None, str]] = set()
@@ -206,13 +219,14 @@ def build_report(app: object, *, name: str = "app") -> Report:
         return report
     seen: set[tuple[str, str]] = set()
     for info in routes_of(app):
-        inner = mounted.get(info.key, [])
         for method in _methods(info.kind, info.methods):
             if (method, info.key) in seen:
                 continue  # shadowed by an earlier route: never dispatched to
             seen.add((method, info.key))
+            inner = mounted.get((method, info.key), [])
             described = _describe(layers, inner, method, info.key)
-            if method == "HEAD" and described == _describe(layers, inner, "GET", info.key):
+            get = mounted.get(("GET", info.key), [])
+            if method == "HEAD" and described == _describe(layers, get, "GET", info.key):
                 continue  # HEAD as GET: one line says both
             report.routes.append(RouteReport(method, info.key, info.kind, described))
     named: dict[tuple[str, str], None] = {}

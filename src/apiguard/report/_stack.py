@@ -11,7 +11,7 @@ serving it.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from starlette.applications import Starlette
 from starlette.routing import Host, Mount
@@ -19,7 +19,7 @@ from starlette.routing import Host, Mount
 from apiguard.compose import startup_error
 from apiguard.errors import ConfigError
 from apiguard.layer import Describes
-from apiguard.routing import find_router, normalize_template, routes_of
+from apiguard.routing import WEBSOCKET, RouteInfo, find_router, normalize_template, routes_of
 
 __all__ = ["Layered", "chain", "layers_of", "mounted_layers"]
 
@@ -76,28 +76,81 @@ class Layered:
     key: str
 
 
-def mounted_layers(app: object) -> dict[str, list[Layered]]:
-    """The layers of mounted apps, by the outer app's route key they apply to.
+@dataclass(slots=True)
+class _Mounted:
+    """One mounted app with layers of its own: the outer routes it holds, and its layers there."""
+
+    routes: list[RouteInfo]
+    layers: dict[str, list[Layered]]
+
+
+def _covers(info: RouteInfo, method: str, key: str) -> bool:
+    """Whether route `info` takes requests of `method` (`"*"`: any) to route key `key`."""
+    if info.key != key:
+        return False
+    if info.methods is None:
+        return info.kind == "http" and method != WEBSOCKET
+    return method in info.methods or (method == "*" and info.kind == "http")
+
+
+def mounted_layers(app: object) -> dict[tuple[str, str], list[Layered]]:
+    """The layers of mounted apps, by the outer app's method and route key they apply to.
 
     A mounted Starlette app (or a layer wrapped around an app, then mounted)
     runs its own layers for the routes under its mount; they know those
     routes by their keys inside the mounted app (`/items`, not `/api/items`).
 
+    A mount's layers are credited to a method and key only when every route
+    of the app taking them is the mount's: an outer route of the same
+    template (before the mount, it answers; after it, it is shadowed) or a
+    second mount with the same paths makes it unknowable here which one a
+    request reaches, and crediting the mount's authentication to a route it
+    never guards would let `--check` pass an unguarded route. Uncredited,
+    the route shows the outer app's layers only.
+
     Raises:
         ConfigError: a mounted app's layer failed its start-up check.
     """
-    found: dict[str, list[Layered]] = {}
+    mounts: list[_Mounted] = []
     router = find_router(app)
-    if router is not None:
-        _walk(router.routes, "", None, found, 0)
+    if router is None:
+        return {}
+    _walk(router.routes, "", None, mounts, 0)
+    if not mounts:
+        return {}
+    by_key: dict[str, list[RouteInfo]] = {}
+    for info in routes_of(app):
+        by_key.setdefault(info.key, []).append(info)
+    found: dict[tuple[str, str], list[Layered]] = {}
+    for mount in mounts:
+        for key, layered in mount.layers.items():
+            everywhere = by_key.get(key, [])
+            for method in _mount_methods(mount.routes, key):
+                count = sum(_covers(info, method, key) for info in everywhere)
+                if count == sum(_covers(info, method, key) for info in mount.routes):
+                    found.setdefault((method, key), []).extend(layered)
     return found
+
+
+def _mount_methods(routes: Sequence[RouteInfo], key: str) -> set[str]:
+    """The methods the mount's routes of `key` are reported under (`"*"` for any)."""
+    methods: set[str] = set()
+    for info in routes:
+        if info.key == key:
+            if info.kind == "websocket":
+                methods.add(WEBSOCKET)
+            elif info.methods is None:
+                methods.add("*")
+            else:
+                methods |= info.methods
+    return methods
 
 
 def _walk(
     routes: Sequence[object],
     prefix: str,
     host: str | None,
-    found: dict[str, list[Layered]],
+    found: list[_Mounted],
     depth: int,
 ) -> None:
     if depth > 32:  # a router mounted in itself
@@ -115,11 +168,16 @@ def _walk(
         except ConfigError as exc:
             raise ConfigError(f"mounted at {inner_host or ''}{inner_prefix}: {exc}") from None
         if layers:
+            mounted = _Mounted([], {})
             for info in routes_of(route.app):
                 if info.host is not None:
                     continue  # a Host inside a mount: keyed by that host, not this prefix
                 outer = f"{inner_host or ''}{inner_prefix}{info.template}"
-                found.setdefault(outer, []).extend(Layered(layer, info.key) for layer in layers)
+                mounted.routes.append(replace(info, key=outer))
+                mounted.layers.setdefault(outer, []).extend(
+                    Layered(layer, info.key) for layer in layers
+                )
+            found.append(mounted)
         sub_router = find_router(route.app)
         if sub_router is not None:
             _walk(sub_router.routes, inner_prefix, inner_host, found, depth + 1)

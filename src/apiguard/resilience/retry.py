@@ -131,7 +131,9 @@ def _retry_after(headers: Iterable[tuple[bytes, bytes]]) -> float | None:
                 return float(text)
             try:
                 when = email.utils.parsedate_to_datetime(text.decode("latin-1"))
-            except (ValueError, TypeError, UnicodeError):
+            except (ValueError, TypeError, UnicodeError, OverflowError):
+                # OverflowError: a field too large for the C time functions
+                # (a year of twenty digits); as malformed as any other.
                 return None
             return max(when.timestamp() - clock.time(), 0.0)
     return None

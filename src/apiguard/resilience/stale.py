@@ -20,6 +20,7 @@ from apiguard._types import ASGIApp, Message, Scope, Send
 from apiguard.context import CONTEXT_KEY, RequestContext
 from apiguard.errors import StorageError
 from apiguard.layer import Answer, Options, checked
+from apiguard.principal import Principal
 from apiguard.resilience._stored import (
     HOP_BY_HOP,
     VARY_MARK,
@@ -60,6 +61,14 @@ _Ident: TypeAlias = tuple[bytes, bytes, bytes, bytes]
 _Values: TypeAlias = tuple[tuple[bytes, ...], ...]
 
 
+def _caller(principal: Principal | None) -> bytes:
+    """The caller part of a copy's key: the principal's method and id, or anonymous."""
+    if principal is None:
+        return _ANONYMOUS
+    method = principal.method or ""
+    return f"{len(method)}:{method}:{principal.id}".encode()
+
+
 def _values(scope: Scope, names: tuple[bytes, ...]) -> _Values:
     return tuple(tuple(get_headers(scope, name)) for name in names)
 
@@ -89,7 +98,9 @@ class StaleIfError(Fallback):
 
     - it is keyed by the URL (`Host`, path, query) and, for authenticated
       callers, by the principal; a request carrying `Authorization` with
-      no principal established is never kept nor served;
+      no principal established is never kept nor served, and a response
+      whose principal was established inside the layer holding this
+      fallback (authentication under an outer timeout) is never kept;
     - the request headers its `Vary` names are part of its key, and
       `Vary: *` is never kept;
     - `private`, `no-store`, `no-cache`, `must-revalidate`,
@@ -263,8 +274,7 @@ class StaleIfError(Fallback):
         elif route is None or not route.authenticated:
             return None
         else:
-            method = principal.method or ""
-            caller = f"{len(method)}:{method}:{principal.id}".encode()
+            caller = _caller(principal)
         target: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
         return host, target, scope.get("query_string", b""), caller
 
@@ -349,6 +359,12 @@ class StaleIfError(Fallback):
         body: bytes,
     ) -> None:
         """Store a good response (called once it has been sent whole)."""
+        context: RequestContext | None = scope.get(CONTEXT_KEY)
+        if _caller(context.principal if context is not None else None) != ident[3]:
+            # The copy was keyed before a layer inside this one (authentication
+            # under an outer timeout) established who is calling: the response
+            # is that principal's, and the key says another caller's.
+            return
         directives = cache_control(value for name, value in headers if name == b"cache-control")
         if _NEVER_KEEP.intersection(directives):
             return
@@ -377,7 +393,6 @@ class StaleIfError(Fallback):
         vary.sort()
         key = primary_key(self.name, *ident)
         target = variant_key(key, vary, scope["headers"]) if vary else key
-        context: RequestContext | None = scope.get(CONTEXT_KEY)
         timeout = self.timeout if context is None else context.bound(self.timeout)
         if timeout <= 0.0:
             return  # the request's time is up: no write on its behalf

@@ -18,10 +18,11 @@ from apiguard.address import ClientAddress
 from apiguard.breaker import Transition, listen
 from apiguard.compose import checked_at_startup
 from apiguard.context import CONTEXT_KEY, AttributeValue, RequestContext
-from apiguard.layer import Describes, Description, JSONValue, Options, checked
+from apiguard.layer import Description, JSONValue, Options, checked
 from apiguard.routing import WEBSOCKET, RoutePolicies
 from apiguard.tracing._audit import AuditLog
 from apiguard.tracing._coexist import metrics_recorded_outside, outer_span
+from apiguard.tracing._credentials import query_credentials
 from apiguard.tracing._decisions import DecisionAttributes
 from apiguard.tracing._exchange import CountingReceive, Exchange
 from apiguard.tracing._metrics import SCHEMA_URL, ConsumerLabels, Instruments, StateChanges
@@ -239,23 +240,7 @@ class TracingMiddleware:
 
     def _redact_credentials_of(self, app: ASGIApp) -> None:
         """Add the query parameters that authenticators below read credentials from."""
-        found: set[str] = set()
-        inner: object = app
-        for _ in range(64):
-            if isinstance(inner, Describes) and not isinstance(inner, TracingMiddleware):
-                try:
-                    security = inner.describe("GET", "/").security
-                except Exception:  # another layer's report must not stop start-up
-                    security = None
-                if security is not None:
-                    found |= {
-                        scheme.parameter.lower()
-                        for scheme in security.schemes
-                        if scheme.location == "query" and scheme.parameter
-                    }
-            inner = getattr(inner, "app", None)
-            if inner is None:
-                break
+        found = query_credentials(app, skip=TracingMiddleware)
         if found - self._redacted:
             self._redacted |= found
             if self.redact is not None:
