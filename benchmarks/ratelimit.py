@@ -451,6 +451,7 @@ def server_costs(url: str, calls: int = 2000) -> str:
         sha = client.script_load(text)
         return per_call("evalsha", lambda: client.evalsha(sha, len(keys), *keys, *args))
 
+    from apiguard.storage._keys import tag
     from apiguard.storage._scripts import _fixed_keys, _sliding_args, _ttl_ms
 
     rows = []
@@ -464,7 +465,7 @@ def server_costs(url: str, calls: int = 2000) -> str:
             now = time.time()
             if strategy == "fixed-window" and count == 1:
                 # No script: SET ... PX ... NX and INCRBY, in one write.
-                name = _fixed_keys("k", quotas, now)[0][0]
+                name = _fixed_keys(tag("k"), quotas, now)[0][0]
 
                 def hit(name: str = name) -> None:
                     client.set(name, 0, px=hour, nx=True)
@@ -473,13 +474,13 @@ def server_costs(url: str, calls: int = 2000) -> str:
                 cost = per_call("set incrby", hit)
                 what = "SET NX + INCRBY, no script"
             elif strategy == "fixed-window":
-                keys, resets = _fixed_keys("k", quotas, now)
+                keys, resets = _fixed_keys(tag("k"), quotas, now)
                 args = [1]
                 for quota, reset in zip(quotas, resets, strict=True):
                     args += (quota.amount, _ttl_ms(reset))
                 cost, what = script(new, keys, args), "EVALSHA"
             elif strategy == "sliding-window-counter":
-                cost, what = script(new, *_sliding_args("k", quotas, 1, now)), "EVALSHA"
+                cost, what = script(new, *_sliding_args(tag("k"), quotas, 1, now)), "EVALSHA"
             else:
                 keys = [f"{{k}}:new:{i}" for i in range(count)]
                 cost, what = script(new, keys, [1] + [big, hour] * count), "EVALSHA"
