@@ -53,7 +53,7 @@ from apiguard import RateLimitMiddleware, guard
 from apiguard.storage import MemoryStorage, Quota
 from apiguard.storage._resp import PyReader, ReplyError
 from benchmarks.apps import ORDER, starlette_app
-from benchmarks.driver import ASGICase, Case, FuncCase, Result, paired_overhead
+from benchmarks.driver import ASGICase, Case, FuncCase, Result, paired_overhead, quick
 from benchmarks.driver import Request as BenchRequest
 
 TITLE = "ratelimit: µs per hit and per request"
@@ -66,6 +66,7 @@ LIMITERS = {
     "moving-window": MovingWindowRateLimiter,
     "sliding-window-counter": SlidingWindowCounterRateLimiter,
 }
+#: Live keys in the store rows (the quick mode keeps the two smallest sizes).
 APIGUARD_KEYS = [1, 1_000, 100_000, 1_000_000]
 LIMITS_KEYS = [1, 1_000, 10_000]
 
@@ -83,7 +84,7 @@ def _store_cases() -> list[Case]:
     cases: list[Case] = [FuncCase("loop turn (sleep(0))", lambda i: _turn(), is_async=True)]
     item = parse(HIGH)
     quotas = (Quota("q", 1_000_000, 3600),)
-    for n in APIGUARD_KEYS:
+    for n in APIGUARD_KEYS[:2] if quick() else APIGUARD_KEYS:
         keys = _keys(n)
         store = MemoryStorage(max_keys=2 * max(APIGUARD_KEYS))  # n live keys, none evicted
         now = time.time()
@@ -104,7 +105,7 @@ def _store_cases() -> list[Case]:
             )
         )
     for strategy in ("fixed-window", "sliding-window-counter"):
-        for n in LIMITS_KEYS:
+        for n in LIMITS_KEYS[:2] if quick() else LIMITS_KEYS:
             keys = _keys(n)
             limiter = LIMITERS[strategy](LimitsMemoryStorage())
             hits = [limiter.hit(item, key) for key in keys]  # filled when the run starts
