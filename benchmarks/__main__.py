@@ -1,12 +1,13 @@
 """`python -m benchmarks [suite ...] [--quick] [--rounds N] [--requests N] [--json FILE]`.
 
-Full mode (the default) times every suite named, or all of them, and
-prints their tables and their targets' verdicts; `--json` keeps every
-sample with the machine and the versions (for `benchmarks.charts` and
-`benchmarks.compare`), `--markdown` the printed report. Quick mode
-(`--quick`) runs every case of every suite once or a few times, at the
-smallest sizes, checks each answers as expected (status and headers),
-and exits non-zero if one does not: a smoke test, never a timing.
+Full mode (the default) times the suites named (`all` for every suite;
+none named: the published ones, `stack growth server`) and prints their
+tables and their targets' verdicts; `--json` keeps every sample with the
+machine and the versions (for `benchmarks.charts` and `benchmarks.compare`),
+`--markdown` the printed report. Quick mode (`--quick`) runs every case of
+the suites named (none named: every suite) once or a few times, at the
+smallest sizes, checks each answers as expected (status and headers), and
+exits non-zero if one does not: a smoke test, never a timing.
 """
 
 from __future__ import annotations
@@ -85,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         "suites",
         nargs="*",
         metavar="suite",
-        help=f"which suites to run: {', '.join(SUITES)}, or 'published' "
-        f"({', '.join(PUBLISHED)}); default: all",
+        help=f"which suites to run: {', '.join(SUITES)}; 'published' "
+        f"({', '.join(PUBLISHED)}) or 'all'; default: the published ones, or all with --quick",
     )
     parser.add_argument("--quick", action="store_true", help="every case once: a smoke test")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default: the suite's)")
@@ -96,10 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write every sample, machine and verdicts here")
     parser.add_argument("--markdown", type=Path, help="write the printed report here too")
     args = parser.parse_args(argv)
-    names = [s for n in args.suites for s in (PUBLISHED if n == "published" else [n])]
+    groups = {"published": PUBLISHED, "all": SUITES}
+    names = [s for n in args.suites for s in groups.get(n, [n])]
     unknown = [n for n in names if n not in SUITES]
     if unknown:
-        parser.error(f"unknown suites {unknown}; known: {', '.join(SUITES)}, published")
+        parser.error(f"unknown suites {unknown}; known: {', '.join(SUITES)}, published, all")
+    names = list(dict.fromkeys(names)) or (SUITES if args.quick else PUBLISHED)
     if args.quick:
         os.environ[QUICK_ENV] = "1"  # the suites and their subprocesses build small cases
     info = machine()
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     failed: list[str] = []
     print("\n".join(report) + "\n", flush=True)
-    for name in names or SUITES:
+    for name in names:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         started = time.monotonic()
         try:
@@ -141,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
         return 1
     if args.quick:
-        print(f"quick mode: every case of {len(names or SUITES)} suites answered as expected")
+        print(f"quick mode: every case of {len(names)} suites answered as expected")
     return 0
 
 

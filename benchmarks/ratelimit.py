@@ -526,7 +526,7 @@ def summary(results: list[Result]) -> str:
                 f"| {case.name} | {case.round_trips:.2f} | {target:.1f} | {overhead:.1f} "
                 f"| {target - overhead:+.1f} | {overhead - floor_overhead:+.1f} |"
             )
-    return "\n".join(lines) + "\n\n" + server_costs(_redis_url())
+    return "\n".join(lines) + "\n\n" + server_costs(_redis_url(), calls=50 if quick() else 2000)
 
 
 # --- slowapi -------------------------------------------------------------------------

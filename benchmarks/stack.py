@@ -363,7 +363,7 @@ def _redis_and_peer_cases() -> list[Case]:
         built: dict[str, tuple[str, Any]] = {
             f"IP limit, Redis {method}": ("redis", redis_stack),
             f"a layer awaiting one Redis PING {method}": (
-                "floor",
+                "redis-floor",
                 _PingFirst(starlette_app(), store),
             ),
             f"slowapi decorator, memory {method}": ("peer", peers.slowapi_decorator()),
@@ -453,6 +453,7 @@ def _primitive_cases() -> list[Case]:
         ),
         RawPingCase("Redis PING, raw asyncio socket", url),
     ]
+    cases[-1].unit = "round trip"
     return [tagged(case, "primitive", case.name) for case in cases]
 
 

@@ -38,7 +38,16 @@ async def test_stack_cases_answer_as_named(redis_url: str, monkeypatch: pytest.M
     module = importlib.import_module("benchmarks.stack")
     cases = module.cases()
     groups = {case.meta["group"] for case in cases}
-    assert {"layer", "stack", "refusal", "floor", "peer", "primitive", "redis"} <= groups
+    assert {
+        "layer",
+        "stack",
+        "refusal",
+        "floor",
+        "peer",
+        "primitive",
+        "redis",
+        "redis-floor",
+    } <= groups
     try:
         for case in cases:
             await case.check()
