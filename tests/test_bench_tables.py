@@ -60,3 +60,14 @@ def test_sections_without_data_are_left_as_they_were() -> None:
     assert "kept" in text
     assert "old" not in text
 
+
+
+def test_the_performance_page_has_every_sections_markers() -> None:
+    from pathlib import Path
+
+    from benchmarks._tables import SECTIONS
+
+    page = (Path(__file__).parent.parent / "docs/explanation/performance.md").read_text()
+    for name in SECTIONS:
+        assert f"<!-- bench:{name} -->" in page
+        assert f"<!-- /bench:{name} -->" in page
