@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: demo test lint typecheck docs docs-serve bench bench-server bench-compare check clean
+.PHONY: demo test lint typecheck docs docs-serve bench bench-quick bench-server bench-compare check clean
 
 # The virtual environment, re-made when pyproject.toml changes.
 $(BIN)/python:
@@ -42,10 +42,21 @@ docs: $(VENV)/.dev
 docs-serve: $(VENV)/.dev
 	$(BIN)/python -m mkdocs serve
 
-bench: $(VENV)/.bench ## per-request cost of each layer, in µs
-	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+# Where `make bench` keeps its run: BENCH_OUT.json (every sample, the machine,
+# the verdicts) and BENCH_OUT.md (the printed report).
+BENCH_OUT ?= benchmarks/results/latest
 
-bench-server: $(VENV)/.bench ## the stack and the peers under uvicorn and wrk
+bench: $(VENV)/.bench ## the published figures (about 20 min), charts and tables into the docs; BENCH_ARGS=--quick: a smoke test
+	@mkdir -p $(dir $(BENCH_OUT))
+	$(BIN)/python -m benchmarks --json $(BENCH_OUT).json --markdown $(BENCH_OUT).md $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.charts $(BENCH_OUT).json
+
+bench-quick: $(VENV)/.bench ## every benchmark case once, its answer checked; no timing (CI runs it)
+	@mkdir -p benchmarks/results
+	$(BIN)/python -m benchmarks --quick --json benchmarks/results/quick.json $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.charts --dry-run benchmarks/results/quick.json
+
+bench-server: $(VENV)/.bench ## the stack and the peers under uvicorn and wrk, alone
 	$(BIN)/python -m benchmarks.server $(BENCH_ARGS)
 
 bench-compare: $(VENV)/.bench ## what moved between two saved runs: A=old.json B=new.json

@@ -7,8 +7,10 @@ A=old.json B=new.json`) reads two files written by `python -m benchmarks
 A case moved only when the change is larger than the noise of both runs:
 the interquartile ranges of its per-round samples, whichever is wider, and
 at least 0.5 µs (two runs on one machine an hour apart differ by about that
-much with nothing changed). Compare ratios to the bare app, not raw µs,
-between machines.
+much with nothing changed). Server runs are compared by requests/s, the
+noise being the wider of the two runs' spreads (fastest minus slowest run)
+and at least 3 %. Targets whose verdict changed are listed first. Compare
+ratios to the bare app, not raw µs, between machines.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 
 #: Moves smaller than this are never called a change (µs).
 FLOOR_US = 0.5
+#: Server runs: moves smaller than this share of requests/s are never a change.
+FLOOR_RPS = 0.03
 
 
 def _spread(samples: list[float]) -> float:
@@ -31,11 +35,19 @@ def _spread(samples: list[float]) -> float:
 
 
 def _cases(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {
-        f"{suite}: {case['case']}": case
-        for suite, cases in document["suites"].items()
-        for case in cases
-    }
+    """Every in-process case, by `suite: case`; a suite's entry is a list, or `{"cases": ...}`."""
+    found = {}
+    for suite, saved in document.get("suites", {}).items():
+        cases = saved.get("cases", []) if isinstance(saved, dict) else saved
+        for case in cases:
+            found[f"{suite}: {case['case']}"] = case
+    return found
+
+
+def _servers(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every server summary, by `server: app xN` (from `benchmarks` or `benchmarks.server`)."""
+    saved = document.get("suites", {}).get("server") or document.get("server") or {}
+    return {f"server: {s['app']} x{s['workers']}": s for s in saved.get("summaries", [])}
 
 
 def compare(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, float, float, str]]:
@@ -50,9 +62,31 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, float, 
         delta = value_b - value_a
         verdict = "same" if abs(delta) <= noise else ("slower" if delta > 0 else "faster")
         rows.append((name, value_a, value_b, verdict))
+    servers_a, servers_b = _servers(old), _servers(new)
+    for name in servers_a.keys() & servers_b.keys():
+        a, b = servers_a[name], servers_b[name]
+        noise = max(
+            max(a["samples"]) - min(a["samples"]),
+            max(b["samples"]) - min(b["samples"]),
+            FLOOR_RPS * a["rps"],
+        )
+        delta = b["rps"] - a["rps"]
+        verdict = "same" if abs(delta) <= noise else ("faster" if delta > 0 else "slower")
+        rows.append((name + " (req/s)", a["rps"], b["rps"], verdict))
     order = {"slower": 0, "faster": 1, "same": 2}
     rows.sort(key=lambda row: (order[row[3]], row[0]))
     return rows
+
+
+def verdicts(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Targets whose verdict changed: `(target, before, after)`."""
+    before = {t["what"]: t for t in old.get("targets", [])}
+    changed = []
+    for target in new.get("targets", []):
+        was = before.get(target["what"])
+        if was is not None and was["met"] != target["met"]:
+            changed.append((target["what"], was["verdict"], target["verdict"]))
+    return changed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     old, new = (json.loads(path.read_text()) for path in (args.old, args.new))
     print(f"before: {old['environment']}\nafter:  {new['environment']}\n")
-    print("| case | before µs | after µs | change |")
+    if old.get("quick") or new.get("quick"):
+        print("**A quick-mode run: its timings are meaningless.**\n")
+    changed = verdicts(old, new)
+    if changed:
+        print("| target | before | after |\n|---|---|---|")
+        for what, was, now in changed:
+            print(f"| {what} | {was} | {now} |")
+        print()
+    print("| case | before | after | change |")
     print("|---|---:|---:|---|")
     for name, a, b, verdict in compare(old, new):
         mark = f"**{verdict}** ({b - a:+.2f})" if verdict != "same" else "same"

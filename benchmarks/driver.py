@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import platform
 import random
 import statistics
@@ -30,6 +31,16 @@ from typing import Any
 
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
+
+#: Set by `python -m benchmarks --quick` (and in the subprocesses it starts):
+#: every case runs once or a few times, at the smallest sizes, to check it.
+QUICK_ENV = "APIGUARD_BENCH_QUICK"
+
+
+def quick() -> bool:
+    """Whether this is the quick mode: suites then build their cases at small sizes."""
+    return os.environ.get(QUICK_ENV) == "1"
+
 
 BASE_HEADERS: list[tuple[bytes, bytes]] = [
     (b"host", b"127.0.0.1:8000"),
@@ -55,12 +66,14 @@ class Request:
     body: bytes = b""
     client: tuple[str, int] = ("127.0.0.1", 52144)
     query_string: bytes = b""
+    #: The body's media type (sent with its length when there is a body).
+    content_type: bytes = b"application/json"
 
     def scope(self) -> Scope:
         headers = [*BASE_HEADERS, *self.headers]
         if self.body:
             headers += [
-                (b"content-type", b"application/json"),
+                (b"content-type", self.content_type),
                 (b"content-length", str(len(self.body)).encode()),
             ]
         return {
@@ -91,6 +104,8 @@ class Case:
     name: str
     baseline: str | None
     unit: str = "request"
+    #: What the charts and tables need to place the case (group, label, x ...).
+    meta: dict[str, Any] | None = None
 
     async def batch(self, n: int) -> int:  # pragma: no cover - interface
         raise NotImplementedError
@@ -100,7 +115,12 @@ class Case:
 
 
 class ASGICase(Case):
-    """Requests through an ASGI app; the first must answer `expect`."""
+    """Requests through an ASGI app; each must answer `expect`, with `expect_headers`.
+
+    `expect_headers` are response header names (lowercase bytes) the check
+    requires: `retry-after` on a 429, `www-authenticate` on a 401,
+    `ratelimit` where a limiter admitted the request.
+    """
 
     def __init__(
         self,
@@ -111,11 +131,13 @@ class ASGICase(Case):
         expect: int = 200,
         baseline: str | None = None,
         variants: int = 1,
+        expect_headers: Sequence[bytes] = (),
     ) -> None:
         self.name = name
         self.app = app
         self.baseline = baseline
         self.expect = expect
+        self.expect_headers = tuple(expect_headers)
         make = request if callable(request) else (lambda _i, r=request: r)
         # Pre-built scopes, so that building them is not timed; `variants`
         # distinct requests (different tokens, keys, ids) are cycled through.
@@ -123,7 +145,12 @@ class ASGICase(Case):
         self.templates = [(r.scope(), r.body) for r in requests]
 
     async def _one(self, template: Scope, body: bytes) -> int:
+        return (await self.answer(template, body))[0]
+
+    async def answer(self, template: Scope, body: bytes) -> tuple[int, list[bytes]]:
+        """One request: the response's status and its header names."""
         status = 0
+        names: list[bytes] = []
         delivered = False
 
         async def receive() -> dict[str, Any]:
@@ -137,17 +164,22 @@ class ASGICase(Case):
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                names.extend(name.lower() for name, _ in message.get("headers", ()))
 
         scope = template.copy()
         scope["state"] = LIFESPAN_STATE.copy()
         await self.app(scope, receive, send)
-        return status
+        return status, names
 
     async def check(self) -> None:
         for template, body in self.templates:
-            status = await self._one(template, body)
+            status, names = await self.answer(template, body)
             if status != self.expect:
                 msg = f"{self.name}: expected status {self.expect}, got {status}"
+                raise AssertionError(msg)
+            missing = [h.decode() for h in self.expect_headers if h not in names]
+            if missing:
+                msg = f"{self.name}: the {status} lacks {', '.join(missing)}"
                 raise AssertionError(msg)
 
     async def batch(self, n: int) -> int:
@@ -248,9 +280,24 @@ def _iqr(values: Sequence[float]) -> tuple[float, float]:
 
 
 async def run_cases(
-    cases: Sequence[Case], *, rounds: int, requests: int, seed: int = 0, quiet: bool = False
+    cases: Sequence[Case],
+    *,
+    rounds: int,
+    requests: int,
+    seed: int = 0,
+    quiet: bool = False,
+    warmup: bool | None = None,
 ) -> list[Result]:
-    """Time every case `rounds` times, interleaved, `requests` calls a time."""
+    """Time every case `rounds` times, interleaved, `requests` calls a time.
+
+    Every case is checked first (its status and headers), and its requests
+    checked again after the last round, so that a case that changed path
+    during the run (a limit reached, an entry evicted) fails rather than
+    publish the wrong path's figure. `warmup=False` skips the untimed
+    warm-up batch; by default the quick mode skips it.
+    """
+    if warmup is None:
+        warmup = not quick()
     names = [c.name for c in cases]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate case names: {names}")
@@ -258,7 +305,8 @@ async def run_cases(
         if case.baseline is not None and case.baseline not in names:
             raise ValueError(f"{case.name}: baseline {case.baseline!r} is not a case")
         await case.check()
-        await case.batch(max(requests // 5, 50))  # warm-up
+        if warmup:
+            await case.batch(max(requests // 5, 50))
     rng = random.Random(seed)
     samples: dict[str, list[float]] = {c.name: [] for c in cases}
     order = list(cases)
@@ -272,6 +320,9 @@ async def run_cases(
             print(f"\r  round {round_no + 1}/{rounds}", end="", file=sys.stderr, flush=True)
     if not quiet:
         print(file=sys.stderr)
+    for case in cases:
+        if isinstance(case, ASGICase):
+            await ASGICase.check(case)  # the plain check: status and headers
     return [Result(c, samples[c.name]) for c in cases]
 
 
@@ -335,6 +386,9 @@ def to_json(results: Sequence[Result]) -> list[dict[str, Any]]:
             entry.update(
                 baseline=result.case.baseline, overhead_us=med, overhead_iqr_us=[low, high]
             )
+        meta = getattr(result.case, "meta", None)
+        if meta:
+            entry["meta"] = meta
         out.append(entry)
     return out
 

@@ -53,7 +53,7 @@ from apiguard import RateLimitMiddleware, guard
 from apiguard.storage import MemoryStorage, Quota
 from apiguard.storage._resp import PyReader, ReplyError
 from benchmarks.apps import ORDER, starlette_app
-from benchmarks.driver import ASGICase, Case, FuncCase, Result, paired_overhead
+from benchmarks.driver import ASGICase, Case, FuncCase, Result, paired_overhead, quick
 from benchmarks.driver import Request as BenchRequest
 
 TITLE = "ratelimit: µs per hit and per request"
@@ -66,6 +66,7 @@ LIMITERS = {
     "moving-window": MovingWindowRateLimiter,
     "sliding-window-counter": SlidingWindowCounterRateLimiter,
 }
+#: Live keys in the store rows (the quick mode keeps the two smallest sizes).
 APIGUARD_KEYS = [1, 1_000, 100_000, 1_000_000]
 LIMITS_KEYS = [1, 1_000, 10_000]
 
@@ -83,7 +84,7 @@ def _store_cases() -> list[Case]:
     cases: list[Case] = [FuncCase("loop turn (sleep(0))", lambda i: _turn(), is_async=True)]
     item = parse(HIGH)
     quotas = (Quota("q", 1_000_000, 3600),)
-    for n in APIGUARD_KEYS:
+    for n in APIGUARD_KEYS[:2] if quick() else APIGUARD_KEYS:
         keys = _keys(n)
         store = MemoryStorage(max_keys=2 * max(APIGUARD_KEYS))  # n live keys, none evicted
         now = time.time()
@@ -104,7 +105,7 @@ def _store_cases() -> list[Case]:
             )
         )
     for strategy in ("fixed-window", "sliding-window-counter"):
-        for n in LIMITS_KEYS:
+        for n in LIMITS_KEYS[:2] if quick() else LIMITS_KEYS:
             keys = _keys(n)
             limiter = LIMITERS[strategy](LimitsMemoryStorage())
             hits = [limiter.hit(item, key) for key in keys]  # filled when the run starts
@@ -451,6 +452,7 @@ def server_costs(url: str, calls: int = 2000) -> str:
         sha = client.script_load(text)
         return per_call("evalsha", lambda: client.evalsha(sha, len(keys), *keys, *args))
 
+    from apiguard.storage._keys import tag
     from apiguard.storage._scripts import _fixed_keys, _sliding_args, _ttl_ms
 
     rows = []
@@ -464,7 +466,7 @@ def server_costs(url: str, calls: int = 2000) -> str:
             now = time.time()
             if strategy == "fixed-window" and count == 1:
                 # No script: SET ... PX ... NX and INCRBY, in one write.
-                name = _fixed_keys("k", quotas, now)[0][0]
+                name = _fixed_keys(tag("k"), quotas, now)[0][0]
 
                 def hit(name: str = name) -> None:
                     client.set(name, 0, px=hour, nx=True)
@@ -473,13 +475,13 @@ def server_costs(url: str, calls: int = 2000) -> str:
                 cost = per_call("set incrby", hit)
                 what = "SET NX + INCRBY, no script"
             elif strategy == "fixed-window":
-                keys, resets = _fixed_keys("k", quotas, now)
+                keys, resets = _fixed_keys(tag("k"), quotas, now)
                 args = [1]
                 for quota, reset in zip(quotas, resets, strict=True):
                     args += (quota.amount, _ttl_ms(reset))
                 cost, what = script(new, keys, args), "EVALSHA"
             elif strategy == "sliding-window-counter":
-                cost, what = script(new, *_sliding_args("k", quotas, 1, now)), "EVALSHA"
+                cost, what = script(new, *_sliding_args(tag("k"), quotas, 1, now)), "EVALSHA"
             else:
                 keys = [f"{{k}}:new:{i}" for i in range(count)]
                 cost, what = script(new, keys, [1] + [big, hour] * count), "EVALSHA"
@@ -524,7 +526,7 @@ def summary(results: list[Result]) -> str:
                 f"| {case.name} | {case.round_trips:.2f} | {target:.1f} | {overhead:.1f} "
                 f"| {target - overhead:+.1f} | {overhead - floor_overhead:+.1f} |"
             )
-    return "\n".join(lines) + "\n\n" + server_costs(_redis_url())
+    return "\n".join(lines) + "\n\n" + server_costs(_redis_url(), calls=50 if quick() else 2000)
 
 
 # --- slowapi -------------------------------------------------------------------------

@@ -12,33 +12,11 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from benchmarks import peers
 from benchmarks.apps import full_stack, starlette_app
 
 #: The HS256 secret a bench token is signed with, when the parent gives none.
 DEFAULT_SECRET = "apiguard-benchmark-secret-0123456789abcdef"
-
-
-def _slowapi_middleware() -> Any:
-    """Slowapi's pure-ASGI middleware with a default limit, on memory: the peer layer."""
-    from slowapi import Limiter, _rate_limit_exceeded_handler
-    from slowapi.errors import RateLimitExceeded
-    from slowapi.middleware import SlowAPIASGIMiddleware
-    from slowapi.util import get_remote_address
-
-    app = starlette_app()
-    app.state.limiter = Limiter(
-        key_func=get_remote_address, storage_uri="memory://", default_limits=["1000000/minute"]
-    )
-    app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)  # type: ignore[arg-type]
-    app.add_middleware(SlowAPIASGIMiddleware)
-    return app
-
-
-def _otel_asgi() -> Any:
-    """`opentelemetry-instrumentation-asgi` around the bare app, no SDK configured."""
-    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-
-    return OpenTelemetryMiddleware(starlette_app())
 
 
 def _stack(storage: str) -> Callable[[], Any]:
@@ -53,8 +31,8 @@ APPS: dict[str, Callable[[], Any]] = {
     "bare": starlette_app,
     "stack-memory": _stack("memory://"),
     "stack-redis": lambda: _stack(os.environ["APIGUARD_BENCH_REDIS"])(),
-    "slowapi-middleware": _slowapi_middleware,
-    "otel-asgi": _otel_asgi,
+    "slowapi-middleware": peers.slowapi_middleware,
+    "otel-asgi": peers.otel_asgi,
 }
 
 

@@ -29,13 +29,14 @@ from starlette.middleware import Middleware
 from starlette.middleware.opentelemetry import OpenTelemetryMiddleware as StarletteOtel
 
 from apiguard import TracingMiddleware, guard
-from benchmarks.apps import ORDER, starlette_app
-from benchmarks.driver import ASGICase, Case, Request, Result, run_cases, to_json
+from benchmarks.apps import NEW_ORDER, ORDER, OrderIn, starlette_app
+from benchmarks.driver import ASGICase, Case, Request, Result, post_json, run_cases, to_json
 
 TITLE = "tracing: no SDK, SDK always on, SDK 1 % ratio; beside otel-asgi, Starlette's, FastAPI's"
 CONFIGS = ("no-sdk", "sdk", "sdk-1pct")
 ROOT = Path(__file__).resolve().parent.parent
 BARE, BARE_FASTAPI = "starlette GET", "fastapi GET (telemetry off)"
+BARE_POST, BARE_FASTAPI_POST = "starlette POST", "fastapi POST (telemetry off)"
 APIGUARD, OTEL_ASGI = "+ apiguard TracingMiddleware", "+ opentelemetry-instrumentation-asgi"
 
 #: Targets of the benchmark issue: no SDK <= 2 us; with the SDK <= half of otel-asgi.
@@ -71,34 +72,59 @@ def _fastapi(**telemetry: Any) -> FastAPI:
     async def read_order(order_id: int) -> dict[str, Any]:
         return {**ORDER, "id": order_id}
 
+    @app.post("/orders", status_code=201)
+    async def new_order(order: OrderIn) -> dict[str, Any]:
+        return {"id": 43, "lines": len(order.lines)}
+
     return app
 
 
 def config_cases() -> list[Case]:
-    """The cases of one configuration, on whatever global providers are set."""
-    get = Request("GET", "/orders/42")
+    """The cases of one configuration, on whatever global providers are set.
+
+    GET `/orders/42`, and POST `/orders` with the 302-byte order (names
+    ending in `, POST`).
+    """
     off = {"tracing": False, "metrics": False, "logs": False}
-    return [
-        ASGICase(BARE, starlette_app(), get),
-        ASGICase(
-            APIGUARD, guard(starlette_app(), Middleware(TracingMiddleware)), get, baseline=BARE
-        ),
-        ASGICase(OTEL_ASGI, OtelASGI(starlette_app()), get, baseline=BARE),
-        ASGICase(
-            "+ starlette OpenTelemetryMiddleware",
-            guard(starlette_app(), Middleware(StarletteOtel)),
-            get,
-            baseline=BARE,
-        ),
-        ASGICase(BARE_FASTAPI, _fastapi(**off), get),
-        ASGICase("+ FastAPI native telemetry", _fastapi(), get, baseline=BARE_FASTAPI),
-        ASGICase(
-            "+ FastAPI native + apiguard (enriching its span)",
-            guard(_fastapi(), Middleware(TracingMiddleware)),
-            get,
-            baseline=BARE_FASTAPI,
-        ),
-    ]
+    out: list[Case] = []
+    for req, suffix, ok, bare, bare_fastapi in (
+        (Request("GET", "/orders/42"), "", 200, BARE, BARE_FASTAPI),
+        (post_json("/orders", NEW_ORDER), ", POST", 201, BARE_POST, BARE_FASTAPI_POST),
+    ):
+        out += [
+            ASGICase(bare, starlette_app(), req, expect=ok),
+            ASGICase(
+                APIGUARD + suffix,
+                guard(starlette_app(), Middleware(TracingMiddleware)),
+                req,
+                expect=ok,
+                baseline=bare,
+            ),
+            ASGICase(OTEL_ASGI + suffix, OtelASGI(starlette_app()), req, expect=ok, baseline=bare),
+            ASGICase(
+                "+ starlette OpenTelemetryMiddleware" + suffix,
+                guard(starlette_app(), Middleware(StarletteOtel)),
+                req,
+                expect=ok,
+                baseline=bare,
+            ),
+            ASGICase(bare_fastapi, _fastapi(**off), req, expect=ok),
+            ASGICase(
+                "+ FastAPI native telemetry" + suffix,
+                _fastapi(),
+                req,
+                expect=ok,
+                baseline=bare_fastapi,
+            ),
+            ASGICase(
+                "+ FastAPI native + apiguard (enriching its span)" + suffix,
+                guard(_fastapi(), Middleware(TracingMiddleware)),
+                req,
+                expect=ok,
+                baseline=bare_fastapi,
+            ),
+        ]
+    return out
 
 
 def cases() -> list[Case]:
@@ -119,30 +145,39 @@ def run_suite(*, rounds: int, requests: int) -> list[Result]:
     """Every configuration in a process of its own; their results, names prefixed."""
     results: list[Result] = []
     for config in CONFIGS:
-        print(f"  {config} ...", file=sys.stderr, flush=True)
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.tracing",
-                "--config",
-                config,
-                "--rounds",
-                str(rounds),
-                "--requests",
-                str(requests),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
+        results += run_config(config, rounds=rounds, requests=requests)
+    return results
+
+
+def run_config(config: str, *, rounds: int, requests: int) -> list[Result]:
+    """One configuration in a process of its own; its results, names prefixed `[config]`."""
+    results: list[Result] = []
+    print(f"  {config} ...", file=sys.stderr, flush=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.tracing",
+            "--config",
+            config,
+            "--rounds",
+            str(rounds),
+            "--requests",
+            str(requests),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmarks.tracing --config {config} failed:\n{done.stderr}")
+    for entry in json.loads(done.stdout):
+        baseline = entry.get("baseline")
+        case = _Measured(
+            f"[{config}] {entry['case']}", f"[{config}] {baseline}" if baseline else None
         )
-        for entry in json.loads(done.stdout):
-            baseline = entry.get("baseline")
-            case = _Measured(
-                f"[{config}] {entry['case']}", f"[{config}] {baseline}" if baseline else None
-            )
-            results.append(Result(case, entry["samples_us"]))
+        results.append(Result(case, entry["samples_us"]))
     return results
 
 

@@ -9,17 +9,69 @@ import pytest
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture
+def quick_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sizes `python -m benchmarks --quick` runs at (a million keys takes a while)."""
+    monkeypatch.setenv("APIGUARD_BENCH_QUICK", "1")
+
+
+@pytest.mark.usefixtures("quick_mode")
 @pytest.mark.parametrize(
     "suite",
-    ["core", "routing", "auth", "ipfilter", "idempotency", "resilience", "stack", "tracing"],
+    ["core", "routing", "auth", "ipfilter", "idempotency", "resilience", "tracing", "growth"],
 )
 async def test_benchmark_cases_answer_as_named(suite: str) -> None:
     module = importlib.import_module(f"benchmarks.{suite}")
     cases = module.cases()
     assert cases
     for case in cases:
-        await case.check()  # raises on a wrong status
+        await case.check()  # raises on a wrong status or a missing header
         assert await case.batch(3) > 0
+
+
+@pytest.mark.usefixtures("quick_mode")
+async def test_stack_cases_answer_as_named(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The headline run's in-process cases: layers, refusals, Redis, peers, primitives."""
+    monkeypatch.setenv("APIGUARD_BENCH_REDIS", redis_url)
+    ratelimit = importlib.import_module("benchmarks.ratelimit")
+    ratelimit._redis_url.cache_clear()
+    module = importlib.import_module("benchmarks.stack")
+    cases = module.cases()
+    groups = {case.meta["group"] for case in cases}
+    assert {
+        "layer",
+        "stack",
+        "refusal",
+        "floor",
+        "peer",
+        "primitive",
+        "redis",
+        "redis-floor",
+    } <= groups
+    try:
+        for case in cases:
+            await case.check()
+            assert await case.batch(3) > 0
+    finally:
+        await ratelimit.aclose()
+
+
+def test_each_stack_layer_is_measured_alone_on_get_and_post() -> None:
+    """A layer added to `stack_layers` gets its rows, and a target, without more code."""
+    from benchmarks.apps import stack_layers
+    from benchmarks.server_apps import DEFAULT_SECRET
+
+    module = importlib.import_module("benchmarks.stack")
+    names = {case.name for case in module._layer_cases()}
+    for layer in stack_layers(secret=DEFAULT_SECRET.encode()).values():
+        assert {f"{layer.label} GET", f"{layer.label} POST"} <= names
+
+
+def test_the_post_body_is_the_issues_302_byte_order() -> None:
+    from benchmarks.apps import NEW_ORDER_BYTES, OrderIn
+
+    assert len(NEW_ORDER_BYTES) == 302
+    assert len(OrderIn.model_validate_json(NEW_ORDER_BYTES).lines) == 3
 
 
 async def test_ratelimit_cases_answer_as_named(
@@ -45,18 +97,26 @@ async def test_ratelimit_cases_answer_as_named(
         await module.aclose()
 
 
-@pytest.mark.parametrize("name", ["bare", "stack-memory", "slowapi-middleware", "otel-asgi"])
-async def test_server_benchmark_apps_answer_the_load_generators_request(name: str) -> None:
+@pytest.mark.parametrize(
+    "name", ["bare", "stack-memory", "stack-redis", "slowapi-middleware", "otel-asgi"]
+)
+async def test_server_benchmark_apps_answer_the_load_generators_request(
+    name: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What `python -m benchmarks.server` serves answers its request with 200."""
     import httpx
+    from asgi_lifespan import LifespanManager
     from benchmarks.apps import bench_token
     from benchmarks.server_apps import APPS, DEFAULT_SECRET
 
+    monkeypatch.setenv("APIGUARD_BENCH_REDIS", redis_url)
     app = APPS[name]()
     token = bench_token(DEFAULT_SECRET.encode())
-    transport = httpx.ASGITransport(app, client=("127.0.0.1", 5000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-        response = await client.get("/orders/42", headers={"authorization": f"Bearer {token}"})
+    # Under its lifespan, as uvicorn runs it: the Redis store is closed at shutdown.
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(manager.app, client=("127.0.0.1", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            response = await client.get("/orders/42", headers={"authorization": f"Bearer {token}"})
     assert response.status_code == 200
 
 
