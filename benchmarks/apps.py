@@ -173,9 +173,7 @@ def stack_layers(*, secret: bytes, storage: str = "memory://") -> dict[str, Stac
     plans = {"free": "100/minute", "pro": HIGH_LIMIT}
     return {
         "tracing": StackLayer("tracing, no SDK", Middleware(TracingMiddleware)),
-        "shedder": StackLayer(
-            "shedder", Middleware(ConcurrencyLimitMiddleware, max_in_flight=200)
-        ),
+        "shedder": StackLayer("shedder", Middleware(ConcurrencyLimitMiddleware, max_in_flight=200)),
         "ip-limit": StackLayer(
             "IP limit, memory",
             Middleware(RateLimitMiddleware, name="ip", limit=HIGH_LIMIT, storage=storage),

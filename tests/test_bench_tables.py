@@ -61,7 +61,6 @@ def test_sections_without_data_are_left_as_they_were() -> None:
     assert "old" not in text
 
 
-
 def test_the_performance_page_has_every_sections_markers() -> None:
     from pathlib import Path
 
