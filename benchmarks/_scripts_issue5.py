@@ -1,7 +1,7 @@
 """The Redis store's Lua scripts as first merged (issue 5), for the before/after figures.
 
 Kept verbatim from `src/apiguard/storage/_scripts.py` at that commit, so that
-`benchmarks/ratelimit.py` can measure their server time beside the current
+`benchmarks/_script_costs.py` can measure their server time beside the current
 ones in the same run. The original docstring follows.
 
 The Lua scripts the Redis store runs: one round trip per request, every strategy.

@@ -30,9 +30,10 @@ from starlette.middleware import Middleware
 
 from apiguard import RateLimitMiddleware, guard
 from apiguard.storage import RedisStore, open_store
+from benchmarks._redis_cases import _redis_url, _store_of
 from benchmarks.apps import starlette_app
 from benchmarks.driver import ASGICase, Case, FuncCase
-from benchmarks.ratelimit import GET, HIGH, REDISPY, STRATEGIES, _redis_url, _store_of
+from benchmarks.ratelimit import GET, HIGH, REDISPY, STRATEGIES
 
 TITLE = "engines: µs per request of the rate-limit layer on each Redis engine"
 

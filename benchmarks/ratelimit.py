@@ -19,21 +19,17 @@
 4. slowapi's decorator on the same app, as the peer.
 
 Redis: `APIGUARD_BENCH_REDIS=redis://...`, else a redis-server from PATH is
-started on a free port for the run.
+started on a free port for the run. That server, the connections the rows
+open (`aclose()` closes them) and the Redis case kinds are in
+`benchmarks._redis_cases`; the scripts' server time per call, which the
+summary prints, in `benchmarks._script_costs`. Both are imported here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import functools
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from limits import parse
@@ -52,6 +48,16 @@ from starlette.routing import Route
 from apiguard import RateLimitMiddleware, guard
 from apiguard.storage import MemoryStorage, Quota
 from apiguard.storage._resp import PyReader, ReplyError
+from benchmarks._redis_cases import (
+    _OPENED,
+    CountingCase,
+    RawPingCase,
+    _PingFirst,
+    _redis_url,
+    _store_of,
+)
+from benchmarks._redis_cases import aclose as aclose  # re-exported: tests, benchmarks.profile
+from benchmarks._script_costs import server_costs
 from benchmarks.apps import ORDER, starlette_app
 from benchmarks.driver import ASGICase, Case, FuncCase, Result, paired_overhead, quick
 from benchmarks.driver import Request as BenchRequest
@@ -162,148 +168,6 @@ def _layer_cases() -> list[Case]:
 # --- Redis ---------------------------------------------------------------------------
 
 
-@functools.cache
-def _redis_url() -> str:
-    url = os.environ.get("APIGUARD_BENCH_REDIS")
-    if url:
-        return url
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("ratelimit benchmark: no redis-server on PATH; set APIGUARD_BENCH_REDIS")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    atexit.register(proc.kill)
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            break
-        except OSError:
-            time.sleep(0.02)
-    return f"redis://127.0.0.1:{port}/0"
-
-
-class _RawPing(asyncio.Protocol):
-    """The floor: `PING` on a bare asyncio socket, no parser, no timeout, nothing else."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.waiter: asyncio.Future[bytes] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        assert self.waiter is not None
-        assert data == b"+PONG\r\n", data
-        self.waiter.set_result(data)
-
-    async def ping(self) -> bytes:
-        assert self.transport is not None
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(b"PING\r\n")
-        return await self.waiter
-
-
-class RawPingCase(FuncCase):
-    """A raw-socket PING, connected on first use in the benchmark's event loop."""
-
-    def __init__(self, name: str, url: str) -> None:
-        super().__init__(name, self._ping, is_async=True)
-        self.url = url
-        self.protocol: _RawPing | None = None
-
-    async def _ping(self, i: int) -> bytes:
-        if self.protocol is None:
-            from urllib.parse import urlsplit
-
-            parts = urlsplit(self.url)
-            protocol = _RawPing()
-            await asyncio.get_running_loop().create_connection(
-                lambda: protocol, parts.hostname, parts.port
-            )
-            self.protocol = protocol
-            _OPENED.append(self._close)
-        return await self.protocol.ping()
-
-    async def _close(self) -> None:
-        if self.protocol is not None and self.protocol.transport is not None:
-            self.protocol.transport.close()
-            await asyncio.sleep(0)  # let the transport finish closing
-        self.protocol = None
-
-
-class CountingCase(ASGICase):
-    """An ASGICase that counts the Redis round trips of its requests first.
-
-    On apiguard's client, the commands it wrote (and the server's EVALSHA
-    count); on redis-py, the commands sent through `execute_command`.
-    """
-
-    def __init__(self, *args: Any, url: str, **options: Any) -> None:
-        super().__init__(*args, **options)
-        self.url = url
-        self.round_trips = 0.0
-
-    async def check(self) -> None:
-        await super().check()
-        import redis.asyncio
-
-        store = _store_of(self.app)
-        sent: list[Any] = []
-        original = redis.asyncio.Redis.execute_command
-
-        async def counting(client: Any, *args: Any, **options: Any) -> Any:
-            sent.append(args[0])
-            return await original(client, *args, **options)
-
-        before = _server_calls(self.url)
-        written = store._client.sent if store._client is not None else 0
-        redis.asyncio.Redis.execute_command = counting  # type: ignore[method-assign]
-        try:
-            for template, body in self.templates * 20:
-                await self._one(template, body)
-        finally:
-            redis.asyncio.Redis.execute_command = original  # type: ignore[method-assign]
-        if store._client is not None:
-            commands = store._client.sent - written
-            what = "apiguard client"
-        else:
-            commands = len(sent)
-            what = f"redis-py {set(sent)}"
-        self.round_trips = commands / 20
-        server = (_server_calls(self.url) - before) / 20
-        print(
-            f"  {self.name}: {self.round_trips:.2f} Redis round trips per request ({what}); "
-            f"server counted {server:.2f} EVALSHA/EVAL",
-            file=sys.stderr,
-        )
-
-
-def _store_of(app: Any) -> Any:
-    """The RedisStore of the (built) rate-limit layer in a guarded app."""
-    layer = app.middleware_stack
-    while not isinstance(layer, RateLimitMiddleware):
-        layer = layer.app
-    return layer.store
-
-
-def _server_calls(url: str) -> int:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        stats = client.info("commandstats")
-    finally:
-        client.close()
-    return sum(int(stats.get(f"cmdstat_{c}", {"calls": 0})["calls"]) for c in ("evalsha", "eval"))
-
-
 def _hiredis_reader() -> Any:
     import hiredis
 
@@ -316,31 +180,9 @@ async def _ping_in_timeout(store: Any) -> Any:
         return await store.client().execute(b"*1\r\n$4\r\nPING\r\n")
 
 
-class _PingFirst:
-    """A pure-ASGI pass-through layer that awaits one PING on apiguard's client first."""
-
-    def __init__(self, app: Any, store: Any) -> None:
-        self.app = app
-        self.store = store
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.store.client().execute(b"*1\r\n$4\r\nPING\r\n")
-        await self.app(scope, receive, send)
-
-
 MULTI = "1000000/hour; 100000000/day"
 #: A URI option apiguard's client leaves to redis-py: the same layer on redis-py, for comparison.
 REDISPY = "?health_check_interval=0"
-
-
-#: What the Redis rows opened, closed by `aclose()` (a run in a longer-lived loop: the tests).
-_OPENED: list[Callable[[], Awaitable[Any]]] = []
-
-
-async def aclose() -> None:
-    """Close every Redis connection the cases opened."""
-    while _OPENED:
-        await _OPENED.pop()()
 
 
 def _redis_cases() -> list[Case]:
@@ -422,83 +264,6 @@ def _redis_cases() -> list[Case]:
                 )
             )
     return cases
-
-
-def server_costs(url: str, calls: int = 2000) -> str:
-    """Server time per call of each script, before (issue 5) and now: INFO commandstats.
-
-    Calls one after the other, as the layer makes them, on a fresh key
-    each window; `usec_per_call` is what the server spent running the
-    command (the script's own commands included), not the round trip.
-    """
-    import redis
-
-    from apiguard.storage import _scripts
-    from benchmarks import _scripts_issue5 as before
-
-    client = redis.Redis.from_url(url)
-    hour = 3_600_000
-    big = 10**9
-
-    def per_call(command: str, run: Any) -> float:
-        """Server µs per `run()`: the sum over the commands it sends (space-separated)."""
-        client.config_resetstat()
-        for _ in range(calls):
-            run()
-        stats = client.info("commandstats")
-        return sum(float(stats[f"cmdstat_{c}"]["usec_per_call"]) for c in command.split())
-
-    def script(text: str, keys: list[str], args: list[int]) -> float:
-        sha = client.script_load(text)
-        return per_call("evalsha", lambda: client.evalsha(sha, len(keys), *keys, *args))
-
-    from apiguard.storage._keys import tag
-    from apiguard.storage._scripts import _fixed_keys, _sliding_args, _ttl_ms
-
-    rows = []
-    for strategy in STRATEGIES:
-        old, new = before.SCRIPTS[strategy], _scripts.SCRIPTS[strategy]
-        for count in (1, 2):
-            quotas = [Quota(f"q{i}", big, 3600) for i in range(count)]
-            old_keys = [f"{{k}}:old:{i}" for i in range(count)]
-            client.flushdb()
-            was = script(old, old_keys, [1] + [big, hour] * count)
-            now = time.time()
-            if strategy == "fixed-window" and count == 1:
-                # No script: SET ... PX ... NX and INCRBY, in one write.
-                name = _fixed_keys(tag("k"), quotas, now)[0][0]
-
-                def hit(name: str = name) -> None:
-                    client.set(name, 0, px=hour, nx=True)
-                    client.incrby(name, 1)
-
-                cost = per_call("set incrby", hit)
-                what = "SET NX + INCRBY, no script"
-            elif strategy == "fixed-window":
-                keys, resets = _fixed_keys(tag("k"), quotas, now)
-                args = [1]
-                for quota, reset in zip(quotas, resets, strict=True):
-                    args += (quota.amount, _ttl_ms(reset))
-                cost, what = script(new, keys, args), "EVALSHA"
-            elif strategy == "sliding-window-counter":
-                cost, what = script(new, *_sliding_args(tag("k"), quotas, 1, now)), "EVALSHA"
-            else:
-                keys = [f"{{k}}:new:{i}" for i in range(count)]
-                cost, what = script(new, keys, [1] + [big, hour] * count), "EVALSHA"
-            rows.append(f"| {strategy} | {count} | {was:.2f} | {cost:.2f} ({what}) |")
-    ping = per_call("ping", client.ping)
-    client.flushdb()
-    client.close()
-    return "\n".join(
-        [
-            f"Server time per call (INFO commandstats usec_per_call, {calls} calls one after "
-            f"the other; PING {ping:.2f} µs):",
-            "",
-            "| strategy | quotas | issue 5 µs | now µs |",
-            "|---|---:|---:|---:|",
-            *rows,
-        ]
-    )
 
 
 def summary(results: list[Result]) -> str:

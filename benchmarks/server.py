@@ -391,7 +391,7 @@ def run_report(
     workers = workers or [1, 2]
     env = {"APIGUARD_BENCH_SECRET": DEFAULT_SECRET}
     if "stack-redis" in apps:
-        from benchmarks.ratelimit import _redis_url
+        from benchmarks._redis_cases import _redis_url
 
         env["APIGUARD_BENCH_REDIS"] = (
             redis or os.environ.get("APIGUARD_BENCH_REDIS") or _redis_url()

@@ -62,6 +62,7 @@ from apiguard._asgi import CannedResponse
 from apiguard.storage import MemoryStorage, Quota, open_store
 from apiguard.testing import SigningKey, generate_key, mint_token
 from benchmarks import peers
+from benchmarks._redis_cases import _OPENED, RawPingCase, _PingFirst, _redis_url, aclose
 from benchmarks.apps import (
     BENCH_CLAIMS,
     HIGH_LIMIT,
@@ -75,7 +76,6 @@ from benchmarks.apps import (
 )
 from benchmarks.driver import ASGICase, Case, FuncCase, Request, Result, run_cases
 from benchmarks.ipfilter import _blocklist
-from benchmarks.ratelimit import _OPENED, RawPingCase, _PingFirst, _redis_url, aclose
 from benchmarks.resilience import AsyncioTimeout, full_shedder, open_breaker
 from benchmarks.server_apps import DEFAULT_SECRET
 
@@ -405,7 +405,7 @@ def _redis_and_peer_cases() -> list[Case]:
 
 
 async def _store_aclose(app: Any) -> None:
-    from benchmarks.ratelimit import _store_of
+    from benchmarks._redis_cases import _store_of
 
     if app.middleware_stack is not None:  # built by a first request
         await _store_of(app).aclose()
