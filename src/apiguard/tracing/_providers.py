@@ -31,6 +31,7 @@ __all__ = [
     "global_meter_provider",
     "global_tracer_provider",
     "is_noop_meter_provider",
+    "is_noop_proxy",
     "is_noop_tracer_provider",
     "load_from_environment",
 ]
@@ -89,3 +90,10 @@ def is_noop_meter_provider(provider: Any) -> bool:
     ):
         return True
     return type(provider.get_meter("apiguard")).__name__ == "NoOpMeter"
+
+
+def is_noop_proxy(provider: object) -> bool:
+    """Whether `provider` is the API's proxy, which follows the global provider."""
+    return isinstance(provider, ProxyTracerProvider) or (
+        type(provider).__name__ == "_ProxyMeterProvider"
+    )

@@ -30,6 +30,7 @@ from apiguard.tracing._providers import (
     global_meter_provider,
     global_tracer_provider,
     is_noop_meter_provider,
+    is_noop_proxy,
     is_noop_tracer_provider,
     load_from_environment,
 )
@@ -38,9 +39,9 @@ from apiguard.tracing._request import (
     OTHER,
     RAW_GETTER,
     QueryRedactor,
-    authority,
     known_methods,
 )
+from apiguard.tracing._start import PropagationFields, start_attributes
 
 __all__ = ["TracingMiddleware"]
 
@@ -225,7 +226,7 @@ class TracingMiddleware:
         self.states = StateChanges()
         self._listening = False
         self._names: dict[tuple[str, str], str] = {}
-        self._fields: tuple[object, frozenset[bytes]] = (None, frozenset())
+        self._fields = PropagationFields()
         load_from_environment()
         self._live = _Live(_UNSET, _UNSET, None, None)
 
@@ -381,7 +382,9 @@ class TracingMiddleware:
         if outer is not None:
             exchange.outer = outer
         elif tracer is not None:
-            attributes, propagated = self._start_attributes(scope, method, route)
+            attributes, propagated = start_attributes(
+                scope, method, route, self.redact, self.client, self._fields.current()
+            )
             parent = propagate.extract(scope["headers"], getter=RAW_GETTER) if propagated else None
             span = exchange.span = tracer.start_span(
                 self.span_name(method, route),
@@ -416,56 +419,6 @@ class TracingMiddleware:
             if len(names) < 4096:
                 names[label, route] = name
         return name
-
-    def _start_attributes(
-        self, scope: Scope, method: str, route: str | None
-    ) -> tuple[dict[str, AttributeValue], bool]:
-        """The span's attributes known at its start, and whether context was propagated."""
-        scheme: str = scope.get("scheme", "http")
-        attributes: dict[str, AttributeValue] = {
-            "http.request.method": method,
-            "url.path": scope["path"],
-            "url.scheme": scheme,
-        }
-        raw_method: str = scope["method"]
-        if raw_method != method:
-            attributes["http.request.method_original"] = raw_method
-        version = scope.get("http_version")
-        if version:
-            attributes["network.protocol.version"] = version
-        if route is not None:
-            attributes["http.route"] = route
-        query: bytes = scope.get("query_string", b"")
-        if query and self.redact is not None:
-            attributes["url.query"] = self.redact(query)
-        textmap = propagate.get_global_textmap()
-        seen, fields = self._fields
-        if seen is not textmap:
-            fields = frozenset(field.lower().encode("latin-1") for field in textmap.fields)
-            self._fields = (textmap, fields)
-        host = agent = None
-        propagated = False
-        for header, value in scope["headers"]:
-            if header == b"host":
-                if host is None:
-                    host = value
-            elif header == b"user-agent":
-                agent = value
-            elif header in fields:
-                propagated = True
-        server = authority(host, scheme) if host is not None else scope.get("server")
-        if server:
-            attributes["server.address"] = server[0]
-            if server[1] is not None:
-                attributes["server.port"] = server[1]
-        peer = scope.get("client")
-        if peer:
-            attributes["network.peer.address"] = peer[0]
-            attributes["network.peer.port"] = peer[1]
-        attributes["client.address"] = self.client(scope)
-        if agent is not None:
-            attributes["user_agent.original"] = agent.decode("latin-1")
-        return attributes, propagated
 
     # --- used by the exchange at the end of a request ---------------------------------
 
@@ -549,10 +502,3 @@ class TracingMiddleware:
 
 
 _UNSET: Final = object()
-
-
-def is_noop_proxy(provider: object) -> bool:
-    """Whether `provider` is the API's proxy, which follows the global provider."""
-    return isinstance(provider, trace_api.ProxyTracerProvider) or (
-        type(provider).__name__ == "_ProxyMeterProvider"
-    )
