@@ -73,7 +73,8 @@ def _output(*command: str) -> str | None:
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=10)
         if done.returncode == 0:
-            return (done.stdout or done.stderr).strip().splitlines()[0]
+            lines = (done.stdout or done.stderr).strip().splitlines()
+            return lines[0] if lines else ""
     return None
 
 

@@ -199,3 +199,11 @@ async def test_the_shedding_benchmark_app_serves_each_configuration(
     expected = {"none": None, "fixed-100": 100, "fixed-8": 8, "adaptive": 4}[config]
     assert limit == expected
     assert table([], 800, 20).startswith("App: 4 workers x 20 ms = 200 req/s")
+
+
+def test_a_command_that_prints_nothing_reads_as_empty() -> None:
+    # `git status --porcelain` on a clean checkout: the run must not crash.
+    from benchmarks import machine
+
+    assert machine._output("true") == ""
+    assert machine.git_revision() is not None
