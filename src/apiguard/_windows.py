@@ -119,7 +119,8 @@ class TimeWindow:
 
     def record(self, failed: bool, slow: bool, now: float) -> None:
         """Count one call in the bucket of its second."""
-        self.advance(now)
+        if int(now) != self._epoch:
+            self.advance(now)
         index = self._epoch % self.size  # type: ignore[operator]  # set by advance
         self._calls[index] += 1
         self.calls += 1

@@ -119,6 +119,10 @@ class RequestContext:
             [`remaining`][apiguard.context.RequestContext.remaining].
         client: The client's address as the core resolved it (trusted
             proxies applied), once a layer has asked for it.
+        timeouts: How many times a timeout layer gave up on the request
+            (each attempt of a retried request counts): a circuit breaker
+            outside it counts those as failures without reading the
+            decisions.
     """
 
     __slots__ = (
@@ -129,6 +133,7 @@ class RequestContext:
         "principal",
         "route",
         "route_resolver",
+        "timeouts",
         "values",
     )
 
@@ -144,6 +149,7 @@ class RequestContext:
         self.client: str | None = None
         #: The client-address resolver `client` came from.
         self.client_resolver: object = None
+        self.timeouts = 0
 
     def record(self, decision: Decision) -> None:
         """Append a layer's decision."""

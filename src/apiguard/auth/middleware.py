@@ -15,6 +15,7 @@ from apiguard._types import ASGIApp, Receive, Scope, Send
 from apiguard.auth._base import MALFORMED, Authenticator, Failure, Grant
 from apiguard.compose import checked_at_startup
 from apiguard.context import (
+    CONTEXT_KEY,
     Decision,
     RequestContext,
     get_context,
@@ -32,6 +33,7 @@ from apiguard.layer import (
 )
 from apiguard.problems import Problem, ProblemResponse
 from apiguard.routing import RoutePolicies, parse_route_key, request_method
+from apiguard.routing._keys import CANONICAL_METHODS
 
 __all__ = ["AuthMiddleware"]
 
@@ -311,7 +313,14 @@ class AuthMiddleware:
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        if kind == "http" and request_method(scope) == "OPTIONS" and self._bare_preflight(scope):
+        if (
+            kind == "http"
+            and (
+                scope["method"] == "OPTIONS"
+                or (scope["method"] not in CANONICAL_METHODS and request_method(scope) == "OPTIONS")
+            )
+            and self._bare_preflight(scope)
+        ):
             # A CORS preflight carries no credentials (Fetch standard §4.8).
             # Anonymous, as on a public route: what reads request.user works.
             context = get_context(scope)  # makes scope["state"] where missing
@@ -320,7 +329,7 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         policy = self._routes.lookup(scope)
-        context = get_context(scope)
+        context = scope.get(CONTEXT_KEY) or get_context(scope)
         if policy.mode is _PUBLIC:
             set_anonymous(scope)
             context.record(self._skip_public)
@@ -367,7 +376,7 @@ class AuthMiddleware:
                 await policy.forbidden[slot.index].send(scope, send)
                 return
             set_principal(scope, principal, result.scopes)
-            context.record(slot.allow)
+            context.decisions.append(slot.allow)
             await self.app(scope, receive, send)
             return
         if policy.mode is _OPTIONAL:

@@ -308,7 +308,8 @@ class RateLimitMiddleware:
                 return
             await self.app(scope, receive, send)
             return
-        route = self.routes.lookup(scope)
+        routes = self.routes
+        route = routes.default if routes.empty else routes.lookup(scope)
         if route.exempt:
             get_context(scope).record(self._skip_exempt)
             await self.app(scope, receive, send)

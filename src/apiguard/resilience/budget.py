@@ -113,7 +113,10 @@ class RetryBudget:
 
     def deposit(self) -> None:
         """Count a request that could be retried."""
-        self._deposits[self._index()] += 1
+        # The hot path: within the current bucket, no call to `_index`.
+        slot = int(clock.monotonic() / self._width)
+        index = slot % _SLOTS if slot == self._slot else self._index()
+        self._deposits[index] += 1
         self._deposited += 1
 
     def _balance(self) -> float:

@@ -336,7 +336,8 @@ class CircuitBreakerMiddleware:
                 return
             await self.app(scope, receive, send)
             return
-        policy = self.routes.lookup(scope)
+        routes = self.routes
+        policy = routes.default if routes.empty else routes.lookup(scope)
         if policy is self._off:
             get_context(scope).record(self._skip)
             await self.app(scope, receive, send)
@@ -365,9 +366,8 @@ class CircuitBreakerMiddleware:
         if generation is None:
             await self._refuse(scope, send, slot, context)
             return
-        decisions = context.decisions
-        decisions.append(slot.allowed[breaker.state])
-        mark = len(decisions)
+        context.decisions.append(slot.allowed[breaker.state])
+        timeouts = context.timeouts
         watch = _Watch(self.fallback.watch(scope, send) if self._watches else send)  # type: ignore[union-attr]
         slow = self._slow
         began = clock.monotonic() if slow else 0.0
@@ -385,7 +385,7 @@ class CircuitBreakerMiddleware:
             raise
         seconds = (watch.started or clock.monotonic()) - began if slow else 0.0
         if watch.status in self.failure_statuses or (
-            len(decisions) > mark and self.count_timeouts and _timed_out(decisions, mark)
+            context.timeouts > timeouts and self.count_timeouts
         ):
             breaker.failure(None, seconds, generation)
         else:
@@ -429,14 +429,6 @@ class CircuitBreakerMiddleware:
         )
         # RFC 9110 §10.2.3: delay-seconds, whole; never 0 (that invites a retry storm).
         await self._response.send(scope, send, [(_RETRY_AFTER, b"%d" % max(math.ceil(retry), 1))])
-
-
-def _timed_out(decisions: list[Decision], mark: int) -> bool:
-    """Whether a timeout layer inside gave up on this request (504 or its fallback)."""
-    for decision in decisions[mark:]:
-        if decision.layer == "timeout" and decision.outcome == "reject":
-            return True
-    return False
 
 
 def _ranges(statuses: frozenset[int]) -> str:

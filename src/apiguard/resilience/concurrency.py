@@ -10,7 +10,7 @@ from apiguard._asgi import lifespan_hooks
 from apiguard._clock import clock
 from apiguard._types import ASGIApp, Receive, Scope, Send
 from apiguard.compose import checked_at_startup
-from apiguard.context import Decision, RequestContext, get_context
+from apiguard.context import CONTEXT_KEY, Decision, RequestContext, get_context
 from apiguard.layer import Answer, Describes, Description, JSONValue, Options, checked
 from apiguard.problems import Problem, ProblemResponse
 from apiguard.resilience._adaptive import AdaptiveLimit, Gradient
@@ -299,13 +299,14 @@ class ConcurrencyLimitMiddleware:
                 return
             await self.app(scope, receive, send)
             return
-        route = self.routes.lookup(scope)
+        routes = self.routes
+        route = routes.default if routes.empty else routes.lookup(scope)
         if route.exempt:
             get_context(scope).record(self._skip)
             await self.app(scope, receive, send)
             return
         priority = route.priority
-        context = get_context(scope)
+        context: RequestContext = scope.get(CONTEXT_KEY) or get_context(scope)
         if priority == CRITICAL:
             context.record(self._critical)
             await self.app(scope, receive, send)
@@ -328,7 +329,7 @@ class ConcurrencyLimitMiddleware:
         self.admitted += 1
         allowed = self._allowed
         if allowed and not waited:
-            context.record(allowed[pool.in_flight])
+            context.decisions.append(allowed[pool.in_flight])
         elif not waited:
             # An adaptive limit: the decisions of the limits it takes, made on first use.
             seen = self._seen

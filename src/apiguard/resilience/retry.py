@@ -12,7 +12,7 @@ from typing import Final
 from apiguard._clock import clock
 from apiguard._types import ASGIApp, Message, Receive, Scope, Send
 from apiguard.compose import checked_at_startup
-from apiguard.context import Decision, RequestContext, get_context
+from apiguard.context import CONTEXT_KEY, Decision, RequestContext, get_context
 from apiguard.layer import Description, JSONValue, Options, checked
 from apiguard.resilience._replay import Recorder, Replay
 from apiguard.resilience.budget import RetryBudget
@@ -68,7 +68,15 @@ class _Request:
         self.delay = 0.0
         self.stop: str | None = None
         self.mark = len(context.decisions)
-        self.trail: list[str] = []
+        #: What failed, attempt by attempt (made on the first retry).
+        self.trail: list[str] | None = None
+
+    def note(self, failure: str) -> None:
+        """Add an attempt's failure (a status or an exception's name) to the trail."""
+        if self.trail is None:
+            self.trail = [failure]
+        else:
+            self.trail.append(failure)
 
     def next_attempt(self) -> None:
         self.retries += 1
@@ -90,7 +98,7 @@ class _Request:
                 if delay is not None:
                     self.abandoned = True
                     self.delay = delay
-                    self.trail.append(str(status))
+                    self.note(str(status))
                     raise _Abandoned
             self.forwarded = True  # before sending: a send that fails has started too
         await self.send(message)
@@ -313,11 +321,12 @@ class RetryMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        context = get_context(scope)
+        context: RequestContext = scope.get(CONTEXT_KEY) or get_context(scope)
         method: str = scope["method"]
         if method not in CANONICAL_METHODS:
             method = request_method(scope)
-        if not self._eligible(method, self.routes.lookup(scope)):
+        routes = self.routes
+        if not self._eligible(method, routes.default if routes.empty else routes.lookup(scope)):
             context.record(self._skip)
             await self.app(scope, receive, send)
             return
@@ -340,11 +349,11 @@ class RetryMiddleware:
                         raise
                     await _client_gone(recorder)
                     if self.plan(request, None) is None:
-                        request.trail.append(type(exc).__name__)
+                        request.note(type(exc).__name__)
                         self._record(request)
                         raise
                     request.abandoned = True
-                    request.trail.append(type(exc).__name__)
+                    request.note(type(exc).__name__)
                 elif not isinstance(exc, _Abandoned):
                     logger.debug("apiguard: an abandoned attempt raised", exc_info=exc)
             if not request.abandoned:
@@ -356,7 +365,7 @@ class RetryMiddleware:
                     method,
                     scope.get("path"),
                     request.delay,
-                    request.trail[-1],
+                    request.trail[-1] if request.trail else "",
                 )
             if request.delay > 0:
                 await asyncio.sleep(request.delay)
@@ -365,7 +374,7 @@ class RetryMiddleware:
 
     def _record(self, request: _Request) -> None:
         if not request.retries and request.stop is None:
-            request.context.record(self._first)
+            request.context.decisions.append(self._first)
             return
         status = request.status
         failed = status is None or status in self.statuses

@@ -13,7 +13,7 @@ from apiguard._asgi import lifespan_hooks
 from apiguard._clock import clock
 from apiguard._types import ASGIApp, Message, Receive, Scope, Send
 from apiguard.compose import checked_at_startup
-from apiguard.context import Decision, get_context
+from apiguard.context import CONTEXT_KEY, Decision, RequestContext, get_context
 from apiguard.layer import Answer, Description, JSONValue, Options, checked
 from apiguard.problems import Problem, ProblemResponse
 from apiguard.resilience._deadlines import Expired, Queue, Run, holds_thread
@@ -189,8 +189,9 @@ class TimeoutMiddleware:
                 return
             await self.app(scope, receive, send)
             return
-        budget = self.routes.lookup(scope)
-        context = get_context(scope)
+        routes = self.routes
+        budget = routes.default if routes.empty else routes.lookup(scope)
+        context: RequestContext = scope.get(CONTEXT_KEY) or get_context(scope)
         if budget is self._unbounded:
             context.record(self._skip)
             await self.app(scope, receive, send)
@@ -239,7 +240,7 @@ class TimeoutMiddleware:
             context.deadline = previous
             if not run.expired:
                 run.forget()
-                context.record(budget.allowed)
+                context.decisions.append(budget.allowed)
                 return
             run.resumed = True
             if run.cancelled:  # the app swallowed the cancellation
@@ -308,6 +309,7 @@ class TimeoutMiddleware:
         """The response had started: it ends where it is, and the decision says so."""
         context = run.context
         if context is not None:
+            context.timeouts += 1
             context.record(
                 Decision(
                     _LAYER,
@@ -343,6 +345,7 @@ class TimeoutMiddleware:
         if fallback is not None:
             attributes["timeout.fallback"] = served
         status = None if served else 504
+        context.timeouts += 1
         context.record(
             Decision(_LAYER, "reject", self.name, "timeout", status, attributes=attributes)
         )

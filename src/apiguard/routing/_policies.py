@@ -79,6 +79,9 @@ class RoutePolicies(Generic[P]):
         for key, by_method in self._by_key.items():
             if None in by_method:
                 self._websocket.setdefault(key, by_method[None])
+        #: No route has a policy of its own: every request gets `default`
+        #: (a layer's hot path reads this rather than calling `lookup`).
+        self.empty = not self._policies
         # The option's own templates, for an app without a router.
         self._templates: Resolver | None = None
         if self._policies:

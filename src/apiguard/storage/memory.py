@@ -47,6 +47,9 @@ from apiguard.storage._base import Quota, Strategy, Verdict, sliding_wait
 from apiguard.storage._memory_kv import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, MemoryKeyValue
 from apiguard.storage._memory_limits import LimitsAPI, expire_log, log_wait, window_entry
 
+#: Builds a `Verdict` from its five fields without the named tuple's Python-level `__new__`.
+_new = tuple.__new__
+
 __all__ = ["DEFAULT_MAX_KEYS", "MemoryStorage"]
 
 logger = logging.getLogger("apiguard.storage")
@@ -290,9 +293,9 @@ class MemoryStorage(LimitsAPI, Storage, MovingWindowSupport, SlidingWindowCounte
                 entry[1] = 0
             wait = entry[0] - now
             if entry[1] + cost > quota.amount:
-                return Verdict(False, (entry[1],), (wait,), wait, (0,))
+                return _new(Verdict, (False, (entry[1],), (wait,), wait, (0,)))
             entry[1] += cost
-            return Verdict(True, (entry[1],), (wait,))
+            return _new(Verdict, (True, (entry[1],), (wait,), 0.0, ()))
         entries = []
         violated: list[int] = []
         retry = 0.0
@@ -417,4 +420,4 @@ class MemoryStorage(LimitsAPI, Storage, MovingWindowSupport, SlidingWindowCounte
             reset.append(
                 sliding_wait(entry[3], entry[2], quota.window, until_end, count) if count else 0.0
             )
-        return Verdict(not violated, tuple(used), tuple(reset), retry, tuple(violated))
+        return _new(Verdict, (not violated, tuple(used), tuple(reset), retry, tuple(violated)))

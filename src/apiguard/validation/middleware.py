@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from apiguard._asgi import BodyTooLarge, ClientDisconnected, ReplayReceive, read_body
 from apiguard._types import ASGIApp, Receive, Scope, Send
 from apiguard.compose import checked_at_startup
-from apiguard.context import RequestContext, get_context
+from apiguard.context import CONTEXT_KEY, RequestContext, get_context
 from apiguard.layer import Answer, Description, JSONValue, Options, checked
 from apiguard.problems import Problem, ProblemResponse
 from apiguard.routing import WEBSOCKET, RoutePolicies, request_method
@@ -215,7 +215,7 @@ class ValidationMiddleware:
             await self.app(scope, receive, send)
             return
         policy = self.routes.lookup(scope)
-        context = get_context(scope)
+        context: RequestContext = scope.get(CONTEXT_KEY) or get_context(scope)
 
         query_string: bytes = scope.get("query_string", b"")
         if query_string:
@@ -244,6 +244,22 @@ class ValidationMiddleware:
                     chunked = True
                 elif value.strip(b" \t").lower() != b"identity":
                     encoded = True
+
+        if lengths is None and not chunked:
+            no_body = policy.no_body
+            if no_body is None:
+                no_body = request_method(scope) in self.no_body_methods
+            if (
+                no_body
+                and policy.query is None
+                and policy.headers is None
+                and scope.get("http_version", "1.1") in _HTTP1
+            ):
+                # The usual GET: HTTP/1 framing says no body, no parameters
+                # to check; what follows would come to the same.
+                context.decisions.append(policy.allow)
+                await self.app(scope, receive, send)
+                return
 
         declared: int | None = None
         if lengths is not None:
@@ -342,7 +358,7 @@ class ValidationMiddleware:
                     return
                 values["body"] = None
 
-        context.record(policy.allow)
+        context.decisions.append(policy.allow)
         await self.app(scope, app_receive, send)
 
     def _check_json(
