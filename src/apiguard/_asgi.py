@@ -108,10 +108,12 @@ class AddHeaders:
             return cls(send.send, headers + send.headers)
         return cls(send, headers)
 
-    async def __call__(self, message: Message) -> None:
+    def __call__(self, message: Message) -> Awaitable[None]:
+        # A plain callable handing back the downstream `send`'s awaitable:
+        # no coroutine of its own for each message.
         if message["type"] == "http.response.start":
             message = {**message, "headers": [*message.get("headers", ()), *self.headers]}
-        await self.send(message)
+        return self.send(message)
 
 
 class BodyTooLarge(Exception):

@@ -297,8 +297,13 @@ class Breaker:
             return self.generation
         return None
 
-    def success(self, seconds: float = 0.0, generation: int | None = None) -> None:
-        """A call allowed succeeded, in `seconds` (slow calls count against the callee)."""
+    def success(
+        self, seconds: float = 0.0, generation: int | None = None, now: float | None = None
+    ) -> None:
+        """A call allowed succeeded, in `seconds` (slow calls count against the callee).
+
+        `now` is the core clock's monotonic time, when the caller has just read it.
+        """
         if generation is not None and generation != self.generation:
             return
         policy = self.policy
@@ -309,7 +314,8 @@ class Breaker:
             self.failures = 0
             window = self._window
             if window is not None:
-                now = clock.monotonic()
+                if now is None:
+                    now = clock.monotonic()
                 window.record(False, slow, now)
                 if slow:
                     self._judge(window, now)

@@ -182,6 +182,9 @@ class RequestContext:
         return f"RequestContext(route={route!r}, decisions={self.decisions!r})"
 
 
+_new_object: Final = object.__new__
+
+
 def get_context(scope: Scope) -> RequestContext:
     """The request's context, created by the first layer that asks.
 
@@ -218,10 +221,13 @@ def set_principal(scope: Scope, principal: Principal, scopes: tuple[str, ...]) -
     `request.state.principal` show it as Starlette's own
     `AuthenticationMiddleware` would.
     """
-    context = get_context(scope)
+    context: RequestContext = scope.get(CONTEXT_KEY) or get_context(scope)
     context.principal = principal
     scope["user"] = principal
-    scope["auth"] = AuthCredentials(scopes)
+    # AuthCredentials(scopes), without its Python-level __init__ (the hot path).
+    credentials = _new_object(AuthCredentials)
+    credentials.scopes = list(scopes)
+    scope["auth"] = credentials
     scope["state"]["principal"] = principal
 
 

@@ -94,6 +94,9 @@ def with_method(principal: Principal, method: str) -> Principal:
     return principal
 
 
+_BEARER: Final = b"Bearer "
+
+
 def bearer_credential(values: Sequence[bytes], scheme: bytes) -> bytes | Malformed | None:
     """The credential of `scheme` (lowercase) in the `Authorization` values, if any.
 
@@ -105,6 +108,9 @@ def bearer_credential(values: Sequence[bytes], scheme: bytes) -> bytes | Malform
     if len(values) != 1:
         return MALFORMED if values else None
     value = values[0]
+    if value.startswith(_BEARER) and scheme == b"bearer":
+        # The usual spelling, without slicing and lowering the scheme.
+        return value[7:].lstrip(b" ") or MALFORMED
     size = len(scheme)
     if value[:size].lower() != scheme:
         return None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -97,7 +97,10 @@ class Run:
         self.resumed = self.cancelled = self.overdue = False
         self.answered = loop.create_future()
 
-    async def __call__(self, message: Message) -> None:
+    def __call__(self, message: Message) -> Awaitable[None]:
+        # Plain, not async: the downstream `send`'s awaitable, no coroutine
+        # of its own for each message (`Expired` is raised where the app
+        # calls, which is where it awaits).
         if self.expired:
             raise Expired
         kind = message["type"]
@@ -108,7 +111,7 @@ class Run:
             # After the last byte the timer lets go: background tasks that
             # Starlette runs after the response are not cut short.
             self.complete = True
-        await self.send(message)  # type: ignore[misc]
+        return self.send(message)  # type: ignore[misc]
 
     def forget(self) -> None:
         """Drop what the run holds: it may sit in its FIFO for a while."""

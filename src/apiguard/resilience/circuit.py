@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Final, Literal
 
 from apiguard._asgi import lifespan_hooks
@@ -78,11 +78,12 @@ class _Watch:
         self.status = 0
         self.started = 0.0
 
-    async def __call__(self, message: Message) -> None:
+    def __call__(self, message: Message) -> Awaitable[None]:
+        # Plain, not async: the downstream `send`'s awaitable, no coroutine of its own.
         if message["type"] == "http.response.start":
             self.status = message["status"]
             self.started = clock.monotonic()
-        await self.send(message)
+        return self.send(message)
 
 
 class CircuitBreakerMiddleware:
@@ -389,7 +390,7 @@ class CircuitBreakerMiddleware:
         ):
             breaker.failure(None, seconds, generation)
         else:
-            breaker.success(seconds, generation)
+            breaker.success(seconds, generation, watch.started or None)
 
     async def _refuse(self, scope: Scope, send: Send, slot: _Slot, context: RequestContext) -> None:
         """The breaker is open: the fallback's answer, or 503 with the time until the next probe."""

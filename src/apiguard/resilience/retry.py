@@ -6,7 +6,7 @@ import asyncio
 import email.utils
 import logging
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Final
 
 from apiguard._clock import clock
@@ -84,23 +84,30 @@ class _Request:
         self.status = None
         self.mark = len(self.context.decisions)
 
-    async def __call__(self, message: Message) -> None:
+    def __call__(self, message: Message) -> Awaitable[None]:
+        # Plain, not async: the downstream `send`'s awaitable, no coroutine
+        # of its own for each message; a retryable status takes the slow way.
         if self.abandoned:
             raise _Abandoned
         if not self.forwarded and message["type"] == "http.response.start":
             status: int = message["status"]
             self.status = status
-            layer = self.layer
-            if status in layer.statuses:
-                # Decided at the start: a streaming answer's body is never read.
-                await _client_gone(self.recorder)
-                delay = layer.plan(self, _retry_after(message.get("headers", ())))
-                if delay is not None:
-                    self.abandoned = True
-                    self.delay = delay
-                    self.note(str(status))
-                    raise _Abandoned
+            if status in self.layer.statuses:
+                return self._retryable(message, status)
             self.forwarded = True  # before sending: a send that fails has started too
+        return self.send(message)
+
+    async def _retryable(self, message: Message, status: int) -> None:
+        """A retryable status: abandon the attempt for another, or send it on."""
+        # Decided at the start: a streaming answer's body is never read.
+        await _client_gone(self.recorder)
+        delay = self.layer.plan(self, _retry_after(message.get("headers", ())))
+        if delay is not None:
+            self.abandoned = True
+            self.delay = delay
+            self.note(str(status))
+            raise _Abandoned
+        self.forwarded = True  # before sending: a send that fails has started too
         await self.send(message)
 
 

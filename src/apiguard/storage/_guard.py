@@ -83,7 +83,9 @@ class StoreBreaker(Breaker):
         """Seconds after which a probe that never reported no longer holds its place."""
         return self.policy.probe_timeout
 
-    def success(self, seconds: float = 0.0, generation: int | None = None) -> None:
+    def success(
+        self, seconds: float = 0.0, generation: int | None = None, now: float | None = None
+    ) -> None:
         """A call succeeded: close the breaker, and log the end of an outage."""
         if self.failures:
             logger.warning(
@@ -95,7 +97,7 @@ class StoreBreaker(Breaker):
         if self.state == OPEN:
             self.reset("call-succeeded")  # a call let through before it opened: the store answers
         else:
-            super().success(seconds, generation)
+            super().success(seconds, generation, now)
 
     def retire(self, why: str) -> None:
         """What failed is replaced (a new primary): close the breaker, and log the outage's end."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import parse_qsl
@@ -41,6 +42,9 @@ _TRANSFER_ENCODING: Final = b"transfer-encoding"
 _CONTENT_ENCODING: Final = b"content-encoding"
 _FRAMING: Final = frozenset({_CONTENT_LENGTH, _CONTENT_TYPE, _TRANSFER_ENCODING, _CONTENT_ENCODING})
 _HTTP1: Final = frozenset({"1.0", "1.1"})
+#: The fields that say a request has content (RFC 9112 §6.3).
+_BODY_FRAMING: Final = frozenset({_CONTENT_LENGTH, _TRANSFER_ENCODING})
+_name: Final = operator.itemgetter(0)
 #: Refusals about a body's content, which a route that takes no body never gives.
 _BODY_REASONS: Final = frozenset(
     {
@@ -224,13 +228,31 @@ class ValidationMiddleware:
                 await self._refuse(scope, send, context, policy, reason)
                 return
 
+        headers = scope["headers"]
+        if _BODY_FRAMING.isdisjoint(map(_name, headers)):
+            no_body = policy.no_body
+            if no_body is None:
+                no_body = request_method(scope) in self.no_body_methods
+            if (
+                no_body
+                and policy.query is None
+                and policy.headers is None
+                and scope.get("http_version", "1.1") in _HTTP1
+            ):
+                # The usual GET, found without a Python loop over the headers:
+                # HTTP/1 framing says no body and there are no parameters to
+                # check, so what follows would come to the same.
+                context.decisions.append(policy.allow)
+                await self.app(scope, receive, send)
+                return
+
         # One pass over the headers for what frames and types the body.
         lengths: list[bytes] | None = None
         content_type: bytes | None = None
         types_seen = 0
         chunked = False
         encoded = False
-        for name, value in scope["headers"]:
+        for name, value in headers:
             if name in _FRAMING:
                 if name == _CONTENT_LENGTH:
                     if lengths is None:
@@ -244,22 +266,6 @@ class ValidationMiddleware:
                     chunked = True
                 elif value.strip(b" \t").lower() != b"identity":
                     encoded = True
-
-        if lengths is None and not chunked:
-            no_body = policy.no_body
-            if no_body is None:
-                no_body = request_method(scope) in self.no_body_methods
-            if (
-                no_body
-                and policy.query is None
-                and policy.headers is None
-                and scope.get("http_version", "1.1") in _HTTP1
-            ):
-                # The usual GET: HTTP/1 framing says no body, no parameters
-                # to check; what follows would come to the same.
-                context.decisions.append(policy.allow)
-                await self.app(scope, receive, send)
-                return
 
         declared: int | None = None
         if lengths is not None:
