@@ -15,7 +15,7 @@ from typing import Final
 
 from apiguard._asgi import get_header
 from apiguard._types import KeyFunc, Scope
-from apiguard.address import ClientAddress, parse_address
+from apiguard.address import ClientAddress, network_text, parse_address
 from apiguard.context import principal_of
 from apiguard.errors import ConfigError
 from apiguard.layer import Options
@@ -64,6 +64,14 @@ class _ByIP(ClientAddress):
         return key
 
     def _normalise(self, host: str) -> str:
+        # A new client: its key without `ipaddress` where the form allows
+        # (a flood of source addresses outruns the cache).
+        fast = network_text(host, self.ipv4_prefix, self.ipv6_prefix)
+        if fast is not None:
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.clear()
+            self._cache[host] = fast
+            return fast
         address = parse_address(host)
         if address is None:
             key = host  # not an address (a unix socket, a test client name)
