@@ -36,10 +36,13 @@ from typing import (
     runtime_checkable,
 )
 
+from apiguard._types import ASGIApp
+from apiguard.compose import checked_at_startup
 from apiguard.errors import ConfigError, redact
 
 __all__ = [
     "Answer",
+    "Binds",
     "Describes",
     "Description",
     "HeaderInfo",
@@ -132,6 +135,22 @@ class Options:
             if not self.owner or message.startswith(self.owner + ":"):
                 raise
             raise ConfigError(f"{self.owner}: {message}") from None
+
+    def bind_at_startup(self, app: ASGIApp, *targets: Binds | None) -> ASGIApp:
+        """`app`, with each of `targets` (route policies, a fallback) bound to it at start-up.
+
+        Binding checks the targets' route keys against the app's routes, with
+        the layer named in any `ConfigError` (see
+        [`checked_at_startup`][apiguard.compose.checked_at_startup]).
+        """
+
+        def bind() -> None:
+            with self.checking():
+                for target in targets:
+                    if target is not None:
+                        target.bind(app)
+
+        return checked_at_startup(app, bind)
 
     # --- checks ----------------------------------------------------------------------
 
@@ -363,6 +382,13 @@ def reached(descriptions: Sequence[Description]) -> tuple[Description, ...]:
         if description.handles:
             return tuple(descriptions[: index + 1])
     return tuple(descriptions)
+
+
+class Binds(Protocol):
+    """Something bound to the app a layer wraps at start-up (route policies, a fallback)."""
+
+    def bind(self, app: ASGIApp) -> None:
+        """Check against `app`'s routes, and remember its router."""
 
 
 @runtime_checkable

@@ -17,7 +17,6 @@ from apiguard._asgi import (
 )
 from apiguard._types import ASGIApp, Receive, Scope, Send
 from apiguard.address import ClientAddress
-from apiguard.compose import checked_at_startup
 from apiguard.context import AttributeValue, Decision, RequestContext, get_context
 from apiguard.errors import StorageError
 from apiguard.idempotency._flight import STORED, Flight
@@ -218,11 +217,7 @@ class IdempotencyMiddleware:
         self._claimed = Decision(_LAYER, "allow", name, "claimed")
         self._stored = Decision(_LAYER, "allow", name, STORED)
 
-        def bind() -> None:
-            with options.checking():
-                self.routes.bind(app)
-
-        self.app = checked_at_startup(app, bind)
+        self.app = options.bind_at_startup(app, self.routes)
 
     def describe(self, method: str, key: str) -> Description:
         """Whether requests of `method` on route `key` are made idempotent, and the answers."""

@@ -8,7 +8,6 @@ from typing import Final
 
 from apiguard._types import ASGIApp, Receive, Scope, Send
 from apiguard.address import ClientAddress
-from apiguard.compose import checked_at_startup
 from apiguard.context import CONTEXT_KEY, Decision, RequestContext, get_context
 from apiguard.ipfilter._networks import Network, Verdicts, parse_networks
 from apiguard.ipfilter.rules import IPRules
@@ -121,11 +120,7 @@ class IPFilterMiddleware:
         self._allow = Decision(_LAYER, "allow", name)
         self._refusal = ProblemResponse(Problem(status=403, detail=_DETAIL))
 
-        def bind() -> None:
-            with options.checking():
-                self.routes.bind(app)
-
-        self.app = checked_at_startup(app, bind)
+        self.app = options.bind_at_startup(app, self.routes)
 
     @staticmethod
     def _route(

@@ -7,7 +7,6 @@ import math
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Final, Literal
 
-from apiguard._asgi import lifespan_hooks
 from apiguard._clock import clock
 from apiguard._types import ASGIApp, KeyFunc, Message, Receive, Scope, Send
 from apiguard.breaker import (
@@ -19,11 +18,10 @@ from apiguard.breaker import (
     TransitionListener,
     check_policy,
 )
-from apiguard.compose import checked_at_startup
 from apiguard.context import CONTEXT_KEY, Decision, RequestContext, get_context
 from apiguard.layer import Answer, Description, JSONValue, Options, checked
 from apiguard.problems import Problem, ProblemResponse
-from apiguard.resilience.fallbacks import Fallback, as_fallback
+from apiguard.resilience.fallbacks import Fallback, as_fallback, pass_through
 from apiguard.routing import WEBSOCKET, RoutePolicies
 
 __all__ = ["CircuitBreakerMiddleware"]
@@ -267,13 +265,7 @@ class CircuitBreakerMiddleware:
         self._skip = Decision(_LAYER, "skip", self.name, "no-breaker")
         self._no_key = Decision(_LAYER, "skip", self.name, "no-key")
 
-        def bind() -> None:
-            with options.checking():
-                self.routes.bind(app)
-                if self.fallback is not None:
-                    self.fallback.bind(app)
-
-        self.app = checked_at_startup(app, bind)
+        self.app = options.bind_at_startup(app, self.routes, self.fallback)
 
     # --- the breakers ----------------------------------------------------------------
 
@@ -329,13 +321,7 @@ class CircuitBreakerMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Call the app through the request's breaker, or answer in its place while it is open."""
         if scope["type"] != "http":
-            if scope["type"] == "lifespan" and self.fallback is not None:
-                fallback = self.fallback
-                await lifespan_hooks(
-                    self.app, scope, receive, send, startup=fallback.open, shutdown=fallback.aclose
-                )
-                return
-            await self.app(scope, receive, send)
+            await pass_through(self.app, self.fallback, scope, receive, send)
             return
         routes = self.routes
         policy = routes.default if routes.empty else routes.lookup(scope)

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any, Final
 
-from apiguard._asgi import lifespan_hooks
 from apiguard._clock import clock
 from apiguard._types import ASGIApp, Receive, Scope, Send
 from apiguard.compose import checked_at_startup
@@ -15,7 +14,7 @@ from apiguard.layer import Answer, Describes, Description, JSONValue, Options, c
 from apiguard.problems import Problem, ProblemResponse
 from apiguard.resilience._adaptive import AdaptiveLimit, Gradient
 from apiguard.resilience._pools import CRITICAL, PRIORITIES, Pool, Priority
-from apiguard.resilience.fallbacks import Fallback, as_fallback
+from apiguard.resilience.fallbacks import Fallback, as_fallback, pass_through
 from apiguard.routing import WEBSOCKET, RoutePolicies, find_router, parse_route_key, routes_of
 
 __all__ = ["TEMPORARY_REDUCED_CAPACITY", "ConcurrencyLimitMiddleware"]
@@ -291,13 +290,7 @@ class ConcurrencyLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the request within the bound, after a short wait at most, or shed it."""
         if scope["type"] != "http":
-            if scope["type"] == "lifespan" and self.fallback is not None:
-                fallback = self.fallback
-                await lifespan_hooks(
-                    self.app, scope, receive, send, startup=fallback.open, shutdown=fallback.aclose
-                )
-                return
-            await self.app(scope, receive, send)
+            await pass_through(self.app, self.fallback, scope, receive, send)
             return
         routes = self.routes
         route = routes.default if routes.empty else routes.lookup(scope)

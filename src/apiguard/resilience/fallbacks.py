@@ -32,7 +32,8 @@ from typing import Any, Final, Literal, Protocol, TypeAlias
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from apiguard._types import ASGIApp, Message, Scope, Send
+from apiguard._asgi import lifespan_hooks
+from apiguard._types import ASGIApp, Message, Receive, Scope, Send
 from apiguard.context import Decision, get_context
 from apiguard.errors import ConfigError
 from apiguard.layer import Answer, Options, checked
@@ -46,6 +47,7 @@ __all__ = [
     "ResponseFallback",
     "as_fallback",
     "fallback_decision",
+    "pass_through",
 ]
 
 logger = logging.getLogger("apiguard.resilience")
@@ -373,3 +375,19 @@ def as_fallback(option: str, value: object) -> Fallback | None:
         "StaleIfError(), or a list of them"
     )
     raise ConfigError(msg)
+
+
+async def pass_through(
+    app: ASGIApp, fallback: Fallback | None, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """What a fail-safe layer does with a scope it does not guard (lifespan, WebSocket).
+
+    The app's, with the fallback's resources opened when the app starts up
+    and closed when it shuts down.
+    """
+    if scope["type"] == "lifespan" and fallback is not None:
+        await lifespan_hooks(
+            app, scope, receive, send, startup=fallback.open, shutdown=fallback.aclose
+        )
+        return
+    await app(scope, receive, send)

@@ -11,7 +11,6 @@ from typing import Final
 
 from apiguard._clock import clock
 from apiguard._types import ASGIApp, Message, Receive, Scope, Send
-from apiguard.compose import checked_at_startup
 from apiguard.context import CONTEXT_KEY, Decision, RequestContext, get_context
 from apiguard.layer import Description, JSONValue, Options, checked
 from apiguard.resilience._replay import Recorder, Replay
@@ -266,11 +265,7 @@ class RetryMiddleware:
         self._skip = Decision(_LAYER, "skip", self.name, "not-retryable")
         self._first = Decision(_LAYER, "allow", self.name, retries=0)
 
-        def bind() -> None:
-            with options.checking():
-                self.routes.bind(app)
-
-        self.app = checked_at_startup(app, bind)
+        self.app = options.bind_at_startup(app, self.routes)
 
     def _eligible(self, method: str, choice: bool | None) -> bool:
         return choice if choice is not None else method in self.methods

@@ -9,15 +9,13 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
-from apiguard._asgi import lifespan_hooks
 from apiguard._clock import clock
 from apiguard._types import ASGIApp, Message, Receive, Scope, Send
-from apiguard.compose import checked_at_startup
 from apiguard.context import CONTEXT_KEY, Decision, RequestContext, get_context
 from apiguard.layer import Answer, Description, JSONValue, Options, checked
 from apiguard.problems import Problem, ProblemResponse
 from apiguard.resilience._deadlines import Expired, Queue, Run, holds_thread
-from apiguard.resilience.fallbacks import Fallback, as_fallback
+from apiguard.resilience.fallbacks import Fallback, as_fallback, pass_through
 from apiguard.routing import WEBSOCKET, RoutePolicies
 
 __all__ = ["TimeoutMiddleware"]
@@ -146,13 +144,7 @@ class TimeoutMiddleware:
         #: weak references to tasks, and one must not vanish mid-answer.
         self._answering: set[asyncio.Task[None]] = set()
 
-        def bind() -> None:
-            with options.checking():
-                self.routes.bind(app)
-                if self.fallback is not None:
-                    self.fallback.bind(app)
-
-        self.app = checked_at_startup(app, bind)
+        self.app = options.bind_at_startup(app, self.routes, self.fallback)
 
     @property
     def timeout(self) -> float:
@@ -181,13 +173,7 @@ class TimeoutMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the app within the request's budget."""
         if scope["type"] != "http":
-            if scope["type"] == "lifespan" and self.fallback is not None:
-                fallback = self.fallback
-                await lifespan_hooks(
-                    self.app, scope, receive, send, startup=fallback.open, shutdown=fallback.aclose
-                )
-                return
-            await self.app(scope, receive, send)
+            await pass_through(self.app, self.fallback, scope, receive, send)
             return
         routes = self.routes
         budget = routes.default if routes.empty else routes.lookup(scope)

@@ -11,7 +11,6 @@ from pydantic import ValidationError
 
 from apiguard._asgi import BodyTooLarge, ClientDisconnected, ReplayReceive, read_body
 from apiguard._types import ASGIApp, Receive, Scope, Send
-from apiguard.compose import checked_at_startup
 from apiguard.context import CONTEXT_KEY, RequestContext, get_context
 from apiguard.layer import Answer, Description, JSONValue, Options, checked
 from apiguard.problems import Problem, ProblemResponse
@@ -168,11 +167,7 @@ class ValidationMiddleware:
             compiled[key] = merge(key, rules, default, self.no_body_methods, name)
         self.routes: RoutePolicies[Policy] = RoutePolicies("routes", compiled, default)
 
-        def bind() -> None:
-            with options.checking():
-                self.routes.bind(app)
-
-        self.app = checked_at_startup(app, bind)
+        self.app = options.bind_at_startup(app, self.routes)
 
     def describe(self, method: str, key: str) -> Description:
         """What requests of `method` on route `key` must be, and the refusals that follow."""
