@@ -21,7 +21,7 @@ from apiguard.breaker import (
 from apiguard.context import CONTEXT_KEY, Decision, RequestContext, get_context
 from apiguard.layer import Answer, Description, JSONValue, Options, checked
 from apiguard.problems import Problem, ProblemResponse
-from apiguard.resilience.fallbacks import Fallback, as_fallback, pass_through
+from apiguard.resilience.fallbacks import Fallback, as_fallback, pass_through, with_fallback
 from apiguard.routing import WEBSOCKET, RoutePolicies
 
 __all__ = ["CircuitBreakerMiddleware"]
@@ -311,10 +311,9 @@ class CircuitBreakerMiddleware:
         if self.count_timeouts:
             summary["count_timeouts"] = True
         answers = [Answer(503, _OPEN_REASON, ("Retry-After",), description=_DETAIL)]
-        if self.fallback is not None:
-            summary["fallback"] = self.fallback.name
-            answers += self.fallback.answers()
-        return Description(_LAYER, self.name, True, summary, tuple(answers))
+        return Description(
+            _LAYER, self.name, True, summary, with_fallback(self.fallback, summary, answers)
+        )
 
     # --- the request -----------------------------------------------------------------
 

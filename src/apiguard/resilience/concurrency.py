@@ -14,7 +14,7 @@ from apiguard.layer import Answer, Describes, Description, JSONValue, Options, c
 from apiguard.problems import Problem, ProblemResponse
 from apiguard.resilience._adaptive import AdaptiveLimit, Gradient
 from apiguard.resilience._pools import CRITICAL, PRIORITIES, Pool, Priority
-from apiguard.resilience.fallbacks import Fallback, as_fallback, pass_through
+from apiguard.resilience.fallbacks import Fallback, as_fallback, pass_through, with_fallback
 from apiguard.routing import WEBSOCKET, RoutePolicies, find_router, parse_route_key, routes_of
 
 __all__ = ["TEMPORARY_REDUCED_CAPACITY", "ConcurrencyLimitMiddleware"]
@@ -259,9 +259,7 @@ class ConcurrencyLimitMiddleware:
         answers: tuple[Answer, ...] = ()
         if route.priority != CRITICAL:
             answers = (Answer(503, "shed", ("Retry-After",), TEMPORARY_REDUCED_CAPACITY, _DETAIL),)
-            if self.fallback is not None:
-                summary["fallback"] = self.fallback.name
-                answers += self.fallback.answers()
+            answers = with_fallback(self.fallback, summary, answers)
         return Description(_LAYER, self.name, True, summary, answers)
 
     # --- state, for readiness ------------------------------------------------------------

@@ -36,7 +36,7 @@ from apiguard._asgi import lifespan_hooks
 from apiguard._types import ASGIApp, Message, Receive, Scope, Send
 from apiguard.context import Decision, get_context
 from apiguard.errors import ConfigError
-from apiguard.layer import Answer, Options, checked
+from apiguard.layer import Answer, JSONValue, Options, checked
 
 __all__ = [
     "CallableFallback",
@@ -48,6 +48,7 @@ __all__ = [
     "as_fallback",
     "fallback_decision",
     "pass_through",
+    "with_fallback",
 ]
 
 logger = logging.getLogger("apiguard.resilience")
@@ -391,3 +392,13 @@ async def pass_through(
         )
         return
     await app(scope, receive, send)
+
+
+def with_fallback(
+    fallback: Fallback | None, summary: dict[str, JSONValue], answers: Sequence[Answer]
+) -> tuple[Answer, ...]:
+    """A fail-safe layer's answers, and its summary, with what its fallback adds (if any)."""
+    if fallback is None:
+        return tuple(answers)
+    summary["fallback"] = fallback.name
+    return (*answers, *fallback.answers())

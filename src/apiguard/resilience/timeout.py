@@ -15,7 +15,7 @@ from apiguard.context import CONTEXT_KEY, Decision, RequestContext, get_context
 from apiguard.layer import Answer, Description, JSONValue, Options, checked
 from apiguard.problems import Problem, ProblemResponse
 from apiguard.resilience._deadlines import Expired, Queue, Run, holds_thread
-from apiguard.resilience.fallbacks import Fallback, as_fallback, pass_through
+from apiguard.resilience.fallbacks import Fallback, as_fallback, pass_through, with_fallback
 from apiguard.routing import WEBSOCKET, RoutePolicies
 
 __all__ = ["TimeoutMiddleware"]
@@ -163,10 +163,9 @@ class TimeoutMiddleware:
             return Description(_LAYER, self.name, False, {"timeout": None})
         summary: dict[str, JSONValue] = {"timeout": budget.seconds}
         answers = [Answer(504, "timeout", description=_DETAIL)]
-        if self.fallback is not None:
-            summary["fallback"] = self.fallback.name
-            answers += self.fallback.answers()
-        return Description(_LAYER, self.name, True, summary, tuple(answers))
+        return Description(
+            _LAYER, self.name, True, summary, with_fallback(self.fallback, summary, answers)
+        )
 
     # --- the request -----------------------------------------------------------------
 
