@@ -18,7 +18,17 @@ def quick_mode(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("quick_mode")
 @pytest.mark.parametrize(
     "suite",
-    ["core", "routing", "auth", "ipfilter", "idempotency", "resilience", "tracing", "growth"],
+    [
+        "core",
+        "routing",
+        "auth",
+        "ipfilter",
+        "idempotency",
+        "resilience",
+        "tracing",
+        "growth",
+        "marginal",
+    ],
 )
 async def test_benchmark_cases_answer_as_named(suite: str) -> None:
     module = importlib.import_module(f"benchmarks.{suite}")
