@@ -46,7 +46,7 @@ docs-serve: $(VENV)/.dev
 # the verdicts) and BENCH_OUT.md (the printed report).
 BENCH_OUT ?= benchmarks/results/latest
 
-bench: $(VENV)/.bench ## the published figures (about 20 min), charts and tables into the docs; BENCH_ARGS=--quick: a smoke test
+bench: $(VENV)/.bench ## the published figures (about 40 min on 2 cores), charts and tables into the docs; BENCH_ARGS=--quick: a smoke test
 	@mkdir -p $(dir $(BENCH_OUT))
 	$(BIN)/python -m benchmarks --json $(BENCH_OUT).json --markdown $(BENCH_OUT).md $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.charts $(BENCH_OUT).json
