@@ -178,10 +178,16 @@ async def test_each_worker_s_first_requests_are_counted_without_a_lifespan(
         "tests.ratelimit._engine_app:make", "--factory", "--lifespan", "off", env=env
     ) as http:
         clear_of_window_edge(HOUR, 30)
-        for _ in range(3):  # waves of concurrent first requests
+        # Waves of concurrent first requests, at least three, and until both
+        # workers have answered: the kernel may hand one worker every
+        # connection for a while, and the other's first requests come later.
+        for wave in range(30):
             responses += await asyncio.gather(
                 *(http.get("/fixed-window/one", headers=close) for _ in range(AMOUNT))
             )
-    assert collections.Counter(r.status_code for r in responses) == {200: AMOUNT, 429: 2 * AMOUNT}
+            if wave >= 2 and len({r.headers["x-worker-pid"] for r in responses}) == 2:
+                break
+    statuses = collections.Counter(r.status_code for r in responses)
+    assert statuses == {200: AMOUNT, 429: len(responses) - AMOUNT}
     assert all("ratelimit" in r.headers for r in responses), "counted, not failed open"
     assert len({r.headers["x-worker-pid"] for r in responses}) == 2, "both workers answered"
