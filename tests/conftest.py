@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from apiguard._clock import clock
 from apiguard.storage import RemoteStore
@@ -12,6 +13,11 @@ from tests._clock import MID_WINDOW
 from tests._cluster import RedisCluster
 from tests._sentinel import RedisSentinel
 from tests._servers import RedisServer, redis_server_binary
+
+# Property tests hold on a loaded machine: no per-example deadline, and no
+# failure because generating examples was slow (HealthCheck.too_slow).
+settings.register_profile("apiguard", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("apiguard")
 
 
 @pytest.fixture
