@@ -22,6 +22,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Seconds uvicorn keeps an idle connection open in the tests (its default: 5).
+KEEP_ALIVE = 300
+KEEP_ALIVE_ARGS = ("--timeout-keep-alive", str(KEEP_ALIVE))
 
 
 def free_port() -> int:
@@ -337,6 +340,7 @@ class Uvicorn:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                *(() if "--timeout-keep-alive" in self.args else KEEP_ALIVE_ARGS),
                 *self.args,
             ],
             cwd=ROOT,
@@ -371,7 +375,14 @@ class ThreadedUvicorn:
         import uvicorn
 
         self.port = free_port()
-        options: dict[str, object] = {"log_level": "warning", "lifespan": "off", **config}
+        # A long keep-alive: a pooled connection left idle while a slow machine
+        # catches up is never closed by the server just as the client reuses it.
+        options: dict[str, object] = {
+            "log_level": "warning",
+            "lifespan": "off",
+            "timeout_keep_alive": KEEP_ALIVE,
+            **config,
+        }
         self.server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=self.port, **options)  # type: ignore[arg-type]
         )

@@ -214,7 +214,10 @@ async def test_500_concurrent_requests_through_uvicorn_keep_the_bound_and_spare_
             try:
                 pending = [asyncio.ensure_future(http.get("/work")) for _ in range(500)]
                 assert await eventually(lambda: sum(p.done() for p in pending) >= 480, 60)
-                probes = [await http.get(path) for path in ("/health/live", "/health/ready")]
+                # A client of their own: a pooled connection idle past uvicorn's
+                # keep-alive timeout (a slow machine) may be closed as it is reused.
+                async with httpx.AsyncClient(base_url=server.url, timeout=60) as fresh:
+                    probes = [await fresh.get(path) for path in ("/health/live", "/health/ready")]
             finally:
                 gate.set()
             answered = await asyncio.gather(*pending)
