@@ -19,10 +19,9 @@ import inspect
 from typing import Any
 
 import jwt
-from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
+from starlette.authentication import AuthCredentials
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.requests import HTTPConnection
 
 from apiguard import APIKeyAuth, AuthMiddleware, JWTAuth, Principal, guard
 from apiguard._asgi import CannedResponse
@@ -30,6 +29,7 @@ from apiguard.auth._base import Grant
 from apiguard.testing import SigningKey, generate_key, mint_token
 from benchmarks.apps import NoopMiddleware, starlette_app
 from benchmarks.driver import ASGICase, Case, FuncCase, Request
+from benchmarks.peers import PyJWTBackend
 
 #: The order of P-256 (SEC 2 §2.4.2): `(r, n - s)` is the other valid spelling of `(r, s)`.
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -119,24 +119,6 @@ class _Refuse:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.response.send(send)
-
-
-class _PyJWTBackend(AuthenticationBackend):
-    """What a hand-written Starlette backend does: `jwt.decode` on every request."""
-
-    def __init__(self, key: Any, algorithm: str) -> None:
-        self.key = key
-        self.algorithm = algorithm
-
-    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
-        header = conn.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        claims = jwt.decode(
-            token, self.key, algorithms=[self.algorithm], audience=AUDIENCE, issuer=ISSUER
-        )
-        return AuthCredentials(claims["scope"].split()), SimpleUser(claims["sub"])
 
 
 def cases() -> list[Case]:
@@ -234,7 +216,7 @@ def cases() -> list[Case]:
                 starlette_app(),
                 Middleware(
                     AuthenticationMiddleware,
-                    backend=_PyJWTBackend(keys["HS256"].verification_key, "HS256"),
+                    backend=PyJWTBackend(keys["HS256"].verification_key, "HS256"),
                 ),
             ),
             _bearer(tokens["HS256"]),
