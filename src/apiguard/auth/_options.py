@@ -1,22 +1,33 @@
-"""Option checks shared by the authenticators: numbers, names, locations."""
+"""Option checks of the authenticators and of `AuthMiddleware`: numbers, names, routes."""
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 from urllib.parse import parse_qsl
 
 from apiguard._types import Scope
-from apiguard.auth._base import MALFORMED, Malformed
+from apiguard.auth._base import MALFORMED, Authenticator, Malformed
 from apiguard.errors import ConfigError
 from apiguard.layer import Options
+from apiguard.routing import parse_route_key
 
-__all__ = ["Location", "check_int", "check_seconds", "check_strings", "parse_location"]
+__all__ = [
+    "Location",
+    "check_authenticators",
+    "check_int",
+    "check_seconds",
+    "check_strings",
+    "parse_location",
+    "route_list",
+    "scope_map",
+]
 
 _HEADER_NAME: Final = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
 _PARAM_NAME: Final = re.compile(r"^[A-Za-z0-9._~-]+$")
+_SCOPE_TOKEN: Final = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3.3
 
 
 def check_seconds(option: str, value: object, *, low: float = 0.0, high: float = math.inf) -> float:
@@ -113,3 +124,52 @@ def parse_location(option: str, spec: object) -> Location | None:
         "'query:<name>', 'cookie:<name>' or 'header:<Name>'"
     )
     raise ConfigError(msg)
+
+
+def check_authenticators(authenticators: object) -> list[Authenticator]:
+    """`AuthMiddleware`'s `authenticators`: a non-empty list, no location read twice."""
+    if isinstance(authenticators, Authenticator):
+        authenticators = [authenticators]
+    if not isinstance(authenticators, Sequence) or not authenticators:
+        Options().fail("authenticators", authenticators, "is not a list like [JWTAuth(...)]")
+    owners: dict[str, int] = {}
+    for position, auth in enumerate(authenticators):
+        if not isinstance(auth, Authenticator):
+            Options().fail(f"authenticators[{position}]", auth, "is not JWTAuth or APIKeyAuth")
+        for location in auth.locations:
+            if location in owners:
+                raise Options().invalid(
+                    "authenticators",
+                    f"items {owners[location]} and {position} both read {location!r}; "
+                    "the second would never be consulted",
+                )
+            owners[location] = position
+    return list(authenticators)
+
+
+def route_list(option: str, routes: object) -> list[str]:
+    """`public=` or `optional=`: a list of route keys, each parsed."""
+    if isinstance(routes, str) or not isinstance(routes, Iterable):
+        Options().fail(option, routes, "is not a list of route keys like ['GET /health']")
+    keys = list(routes)
+    for key in keys:
+        parse_route_key(option, key)
+    return keys
+
+
+def scope_map(scopes: object) -> dict[str, list[str]]:
+    """`scopes=`: route keys to lists of RFC 6749 scope tokens."""
+    if scopes is None:
+        return {}
+    if not isinstance(scopes, Mapping):
+        Options().fail("scopes", scopes, "is not a mapping of route keys to scope lists")
+    checked: dict[str, list[str]] = {}
+    for key, names in scopes.items():
+        if isinstance(names, str) or not isinstance(names, Iterable):
+            Options().fail(f"scopes[{key!r}]", names, "is not a list of scopes")
+        names = list(names)
+        for name in names:
+            if not isinstance(name, str) or not _SCOPE_TOKEN.match(name):
+                Options().fail(f"scopes[{key!r}]", name, "is not a scope token (RFC 6749 §3.3)")
+        checked[key] = names
+    return checked

@@ -13,6 +13,7 @@ from typing import Final, Literal
 from apiguard._asgi import get_header
 from apiguard._types import ASGIApp, Receive, Scope, Send
 from apiguard.auth._base import MALFORMED, Authenticator, Failure, Grant
+from apiguard.auth._options import check_authenticators, route_list, scope_map
 from apiguard.compose import checked_at_startup
 from apiguard.context import (
     CONTEXT_KEY,
@@ -40,7 +41,6 @@ __all__ = ["AuthMiddleware"]
 logger = logging.getLogger("apiguard.auth")
 
 _PUBLIC, _OPTIONAL, _REQUIRED = "public", "optional", "required"
-_SCOPE_TOKEN: Final = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3.3
 _REALM: Final = re.compile(r"^[\x20\x21\x23-\x5b\x5d-\x7e]+$")  # quotable without escapes
 _RETRY_AFTER: Final = (b"retry-after", b"5")
 
@@ -199,7 +199,7 @@ class AuthMiddleware:
         options = Options.of("AuthMiddleware", name)
         if not isinstance(realm, str) or not _REALM.match(realm):
             options.fail("realm", realm, "is not printable ASCII without quotes or backslashes")
-        auths = _check_authenticators(authenticators)
+        auths = check_authenticators(authenticators)
         self._slots = tuple(_Slot(auth, realm, index, name) for index, auth in enumerate(auths))
         self._skip_public = Decision(_LAYER, "skip", name, "public")
         self._skip_preflight = Decision(_LAYER, "skip", name, "preflight")
@@ -212,11 +212,11 @@ class AuthMiddleware:
         )
         self._unavailable = _response(503, _DETAIL_UNAVAILABLE, [_RETRY_AFTER])
         policies: dict[str, dict[str, _Policy]] = {
-            "public": {key: _Policy(_PUBLIC) for key in _route_list("public", public)},
-            "optional": {key: _Policy(_OPTIONAL) for key in _route_list("optional", optional)},
+            "public": {key: _Policy(_PUBLIC) for key in route_list("public", public)},
+            "optional": {key: _Policy(_OPTIONAL) for key in route_list("optional", optional)},
             "scopes": {
                 key: self._scoped(frozenset(names), realm)
-                for key, names in _scope_map(scopes).items()
+                for key, names in scope_map(scopes).items()
             },
         }
         checks = [RoutePolicies(option, policies[option], None) for option in policies]
@@ -459,49 +459,3 @@ def _unique_schemes(slots: Sequence[_Slot]) -> tuple[SecurityScheme, ...]:
             seen.add(name)
             schemes.append(dataclasses.replace(scheme, name=name))
     return tuple(schemes)
-
-
-def _check_authenticators(authenticators: object) -> list[Authenticator]:
-    if isinstance(authenticators, Authenticator):
-        authenticators = [authenticators]
-    if not isinstance(authenticators, Sequence) or not authenticators:
-        Options().fail("authenticators", authenticators, "is not a list like [JWTAuth(...)]")
-    owners: dict[str, int] = {}
-    for position, auth in enumerate(authenticators):
-        if not isinstance(auth, Authenticator):
-            Options().fail(f"authenticators[{position}]", auth, "is not JWTAuth or APIKeyAuth")
-        for location in auth.locations:
-            if location in owners:
-                raise Options().invalid(
-                    "authenticators",
-                    f"items {owners[location]} and {position} both read {location!r}; "
-                    "the second would never be consulted",
-                )
-            owners[location] = position
-    return list(authenticators)
-
-
-def _route_list(option: str, routes: object) -> list[str]:
-    if isinstance(routes, str) or not isinstance(routes, Iterable):
-        Options().fail(option, routes, "is not a list of route keys like ['GET /health']")
-    keys = list(routes)
-    for key in keys:
-        parse_route_key(option, key)
-    return keys
-
-
-def _scope_map(scopes: object) -> dict[str, list[str]]:
-    if scopes is None:
-        return {}
-    if not isinstance(scopes, Mapping):
-        Options().fail("scopes", scopes, "is not a mapping of route keys to scope lists")
-    checked: dict[str, list[str]] = {}
-    for key, names in scopes.items():
-        if isinstance(names, str) or not isinstance(names, Iterable):
-            Options().fail(f"scopes[{key!r}]", names, "is not a list of scopes")
-        names = list(names)
-        for name in names:
-            if not isinstance(name, str) or not _SCOPE_TOKEN.match(name):
-                Options().fail(f"scopes[{key!r}]", name, "is not a scope token (RFC 6749 §3.3)")
-        checked[key] = names
-    return checked

@@ -25,9 +25,18 @@ from opentelemetry.environment_variables import (
 )
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.metrics import _internal as metrics_internal
-from opentelemetry.trace import NoOpTracer, NoOpTracerProvider, ProxyTracerProvider, TracerProvider
+from opentelemetry.trace import (
+    NoOpTracer,
+    NoOpTracerProvider,
+    ProxyTracerProvider,
+    Tracer,
+    TracerProvider,
+)
+
+from apiguard.tracing._metrics import Instruments
 
 __all__ = [
+    "Live",
     "global_meter_provider",
     "global_tracer_provider",
     "is_noop_meter_provider",
@@ -97,3 +106,22 @@ def is_noop_proxy(provider: object) -> bool:
     return isinstance(provider, ProxyTracerProvider) or (
         type(provider).__name__ == "_ProxyMeterProvider"
     )
+
+
+class Live:
+    """What the current providers give: a tracer and instruments, or nothing."""
+
+    __slots__ = ("instruments", "meter_provider", "on", "tracer", "tracer_provider")
+
+    def __init__(
+        self,
+        tracer_provider: object,
+        meter_provider: object,
+        tracer: Tracer | None,
+        instruments: Instruments | None,
+    ) -> None:
+        self.tracer_provider = tracer_provider
+        self.meter_provider = meter_provider
+        self.tracer = tracer
+        self.instruments = instruments
+        self.on = tracer is not None or instruments is not None

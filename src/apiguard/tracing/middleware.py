@@ -10,7 +10,7 @@ from opentelemetry import context as context_api
 from opentelemetry import propagate
 from opentelemetry import trace as trace_api
 from opentelemetry.metrics import MeterProvider
-from opentelemetry.trace import Span, SpanKind, Tracer, TracerProvider
+from opentelemetry.trace import Span, SpanKind, TracerProvider
 
 from apiguard._asgi import lifespan_hooks
 from apiguard._types import ASGIApp, Receive, Scope, Send
@@ -27,6 +27,7 @@ from apiguard.tracing._decisions import DecisionAttributes
 from apiguard.tracing._exchange import CountingReceive, Exchange
 from apiguard.tracing._metrics import SCHEMA_URL, ConsumerLabels, Instruments, StateChanges
 from apiguard.tracing._providers import (
+    Live,
     global_meter_provider,
     global_tracer_provider,
     is_noop_meter_provider,
@@ -56,25 +57,6 @@ try:
     _VERSION = version("apiguard")
 except PackageNotFoundError:  # pragma: no cover - run from a source tree
     _VERSION = "0"
-
-
-class _Live:
-    """What the current providers give: a tracer and instruments, or nothing."""
-
-    __slots__ = ("instruments", "meter_provider", "on", "tracer", "tracer_provider")
-
-    def __init__(
-        self,
-        tracer_provider: object,
-        meter_provider: object,
-        tracer: Tracer | None,
-        instruments: Instruments | None,
-    ) -> None:
-        self.tracer_provider = tracer_provider
-        self.meter_provider = meter_provider
-        self.tracer = tracer
-        self.instruments = instruments
-        self.on = tracer is not None or instruments is not None
 
 
 class TracingMiddleware:
@@ -228,7 +210,7 @@ class TracingMiddleware:
         self._names: dict[tuple[str, str], str] = {}
         self._fields = PropagationFields()
         load_from_environment()
-        self._live = _Live(_UNSET, _UNSET, None, None)
+        self._live = Live(_UNSET, _UNSET, None, None)
 
         def bind() -> None:
             with options.checking():
@@ -264,7 +246,7 @@ class TracingMiddleware:
 
     # --- providers -------------------------------------------------------------------
 
-    def _current(self) -> _Live:
+    def _current(self) -> Live:
         tracer_provider = self._tracer_provider
         if tracer_provider is None:
             tracer_provider = global_tracer_provider()
@@ -276,7 +258,7 @@ class TracingMiddleware:
             return live
         return self._refresh(tracer_provider, meter_provider)
 
-    def _refresh(self, tracer_provider: Any, meter_provider: Any) -> _Live:
+    def _refresh(self, tracer_provider: Any, meter_provider: Any) -> Live:
         # Cached on the providers' identity: a request that finds them unchanged
         # pays two attribute reads and two comparisons.
         live = self._live
@@ -292,7 +274,7 @@ class TracingMiddleware:
                 instruments = Instruments(
                     meter_provider, _VERSION, active=self.active_requests, sizes=self.body_sizes
                 )
-        live = self._live = _Live(tracer_provider, meter_provider, tracer, instruments)
+        live = self._live = Live(tracer_provider, meter_provider, tracer, instruments)
         if instruments is not None and not self._listening:
             # From the first request with metrics on (never for the copy
             # guard() builds to check options): held weakly, so that a
@@ -347,7 +329,7 @@ class TracingMiddleware:
             return
         await self._traced(scope, receive, send, live)
 
-    async def _traced(self, scope: Scope, receive: Receive, send: Send, live: _Live) -> None:
+    async def _traced(self, scope: Scope, receive: Receive, send: Send, live: Live) -> None:
         if self.routes.lookup(scope):  # an excluded route
             await self.app(scope, receive, send)
             return
