@@ -20,7 +20,7 @@ from typing import Final
 from apiguard._types import Scope
 from apiguard.layer import Options
 
-__all__ = ["UNIX", "ClientAddress", "network_text", "parse_address"]
+__all__ = ["UNIX", "ClientAddress", "network_text", "packed_address", "parse_address"]
 
 logger = logging.getLogger("apiguard")
 
@@ -286,19 +286,40 @@ def x_forwarded_for_hops(value: str) -> list[str]:
 
 _AF_INET: Final = socket.AF_INET
 _AF_INET6: Final = socket.AF_INET6
+#: The first 12 bytes of an IPv4-mapped IPv6 address (RFC 4291 §2.5.5.2).
 _MAPPED: Final = bytes(10) + b"\xff\xff"
+
+
+def packed_address(host: str) -> tuple[int, bytes] | None:
+    """`(IP version, packed address)` of a plain address, IPv4-mapped IPv6 as IPv4.
+
+    `inet_pton` (0.1 µs) rather than `ipaddress` (1.7 µs), so that a client
+    cycling through source addresses pays a layer's cache miss little.
+    `None` for the forms `inet_pton` refuses (a port, brackets, quotes, a
+    zone id): parse those with [`parse_address`][apiguard.address.parse_address].
+    """
+    try:
+        return 4, socket.inet_pton(_AF_INET, host)
+    except (OSError, ValueError):
+        pass
+    try:
+        packed = socket.inet_pton(_AF_INET6, host)
+    except (OSError, ValueError):
+        return None
+    if packed[:12] == _MAPPED:
+        return 4, packed[12:]
+    return 6, packed
 
 
 def network_text(host: str, ipv4_prefix: int = 32, ipv6_prefix: int = 128) -> str | None:
     """The address's network of the given prefix, as `ipaddress` writes it; `None` if unsure.
 
     The plain forms a server reports (`192.0.2.1`, `2001:db8::1`, IPv4-mapped
-    IPv6 as IPv4) are parsed with `inet_pton` and written out here, about
-    fifteen times faster than through `ipaddress`, so that a client cycling
-    through source addresses pays little; any other form gives `None` (the
-    caller parses it with [`parse_address`][apiguard.address.parse_address]).
-    The text is the same as `str()` of the `ipaddress` address (full prefix)
-    or network.
+    IPv6 as IPv4) are read by [`packed_address`][apiguard.address.packed_address]
+    and written out here, about fifteen times faster than through
+    `ipaddress`; any other form gives `None` (the caller parses it with
+    [`parse_address`][apiguard.address.parse_address]). The text is the
+    same as `str()` of the `ipaddress` address (full prefix) or network.
 
     Examples:
         >>> network_text("192.0.2.77")
@@ -310,19 +331,15 @@ def network_text(host: str, ipv4_prefix: int = 32, ipv6_prefix: int = 128) -> st
         >>> network_text("[::1]:80") is None
         True
     """
-    try:
-        packed = socket.inet_pton(_AF_INET, host)
-    except (OSError, ValueError):
-        try:
-            packed = socket.inet_pton(_AF_INET6, host)
-        except (OSError, ValueError):
-            return None
-        if packed[:12] != _MAPPED:
-            if ipv6_prefix == 128:
-                return _ipv6_text(packed)
-            number = int.from_bytes(packed) >> (128 - ipv6_prefix) << (128 - ipv6_prefix)
-            return f"{_ipv6_text(number.to_bytes(16))}/{ipv6_prefix}"
-        packed = packed[12:]
+    found = packed_address(host)
+    if found is None:
+        return None
+    version, packed = found
+    if version == 6:
+        if ipv6_prefix == 128:
+            return _ipv6_text(packed)
+        number = int.from_bytes(packed) >> (128 - ipv6_prefix) << (128 - ipv6_prefix)
+        return f"{_ipv6_text(number.to_bytes(16))}/{ipv6_prefix}"
     if ipv4_prefix == 32:
         return socket.inet_ntop(_AF_INET, packed)
     number = int.from_bytes(packed) >> (32 - ipv4_prefix) << (32 - ipv4_prefix)

@@ -10,12 +10,11 @@ rules, and is a single C call for any list a service would write.
 from __future__ import annotations
 
 import ipaddress
-import socket
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from apiguard.address import parse_address
+from apiguard.address import packed_address, parse_address
 from apiguard.layer import Options
 
 __all__ = ["Network", "RangeSet", "Verdicts", "address_number", "parse_networks"]
@@ -24,11 +23,6 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: The IPv6 block of IPv4-mapped addresses (RFC 4291 §2.5.5.2).
 _MAPPED: Final = ipaddress.IPv6Network("::ffff:0:0/96")
-#: The first 12 bytes of an IPv4-mapped IPv6 address.
-_MAPPED_PREFIX: Final = bytes(10) + b"\xff\xff"
-_AF_INET: Final = socket.AF_INET
-_AF_INET6: Final = socket.AF_INET6
-_pton: Final = socket.inet_pton
 #: Verdicts kept per policy before the cache is emptied and refilled: a flood
 #: of new addresses costs a bisection each, never unbounded memory.
 _CACHE_SIZE: Final = 8192
@@ -71,18 +65,11 @@ def address_number(host: str) -> tuple[int, int] | None:
     `inet_pton` refuses (a port, brackets, quotes, a zone id) take the slow
     path.
     """
-    try:
-        return 4, int.from_bytes(_pton(_AF_INET, host))
-    except (OSError, ValueError):
-        pass
-    try:
-        packed = _pton(_AF_INET6, host)
-    except (OSError, ValueError):
-        address = parse_address(host)
-        return None if address is None else (address.version, int(address))
-    if packed[:12] == _MAPPED_PREFIX:
-        return 4, int.from_bytes(packed[12:])
-    return 6, int.from_bytes(packed)
+    found = packed_address(host)
+    if found is not None:
+        return found[0], int.from_bytes(found[1])
+    address = parse_address(host)
+    return None if address is None else (address.version, int(address))
 
 
 def _unmapped(network: Network) -> Network:

@@ -66,28 +66,26 @@ class _ByIP(ClientAddress):
     def _normalise(self, host: str) -> str:
         # A new client: its key without `ipaddress` where the form allows
         # (a flood of source addresses outruns the cache).
-        fast = network_text(host, self.ipv4_prefix, self.ipv6_prefix)
-        if fast is not None:
-            if len(self._cache) >= _CACHE_SIZE:
-                self._cache.clear()
-            self._cache[host] = fast
-            return fast
-        address = parse_address(host)
-        if address is None:
-            key = host  # not an address (a unix socket, a test client name)
-        elif isinstance(address, ipaddress.IPv4Address):
-            if self.ipv4_prefix == 32:
-                key = str(address)
-            else:
-                key = str(ipaddress.IPv4Network((address, self.ipv4_prefix), strict=False))
-        elif self.ipv6_prefix == 128:
-            key = str(address)
-        else:
-            key = str(ipaddress.IPv6Network((address, self.ipv6_prefix), strict=False))
+        key = network_text(host, self.ipv4_prefix, self.ipv6_prefix)
+        if key is None:
+            key = self._parsed(host)
         if len(self._cache) >= _CACHE_SIZE:
             self._cache.clear()
         self._cache[host] = key
         return key
+
+    def _parsed(self, host: str) -> str:
+        """The key of a form `inet_pton` refuses (a port, brackets, a name), via `ipaddress`."""
+        address = parse_address(host)
+        if address is None:
+            return host  # not an address (a unix socket, a test client name)
+        if isinstance(address, ipaddress.IPv4Address):
+            if self.ipv4_prefix == 32:
+                return str(address)
+            return str(ipaddress.IPv4Network((address, self.ipv4_prefix), strict=False))
+        if self.ipv6_prefix == 128:
+            return str(address)
+        return str(ipaddress.IPv6Network((address, self.ipv6_prefix), strict=False))
 
 
 def by_ip(
