@@ -386,33 +386,22 @@ class CircuitBreakerMiddleware:
             # The probes in flight decide soon; their timeout is only a bound.
             retry = min(retry, 1.0)
         fallback = self.fallback
-        if fallback is not None and await fallback.serve(scope, "breaker", send):
-            context.record(
-                Decision(
-                    _LAYER,
-                    "reject",
-                    self.name,
-                    _OPEN_REASON,
-                    None,
-                    slot.key,
-                    reset_after=retry,
-                    state=state,
-                    attributes={"breaker.fallback": True},
-                )
-            )
-            return
+        served = fallback is not None and await fallback.serve(scope, "breaker", send)
         context.record(
             Decision(
                 _LAYER,
                 "reject",
                 self.name,
                 _OPEN_REASON,
-                503,
+                None if served else 503,
                 slot.key,
                 reset_after=retry,
                 state=state,
+                attributes={"breaker.fallback": True} if served else None,
             )
         )
+        if served:
+            return
         # RFC 9110 §10.2.3: delay-seconds, whole; never 0 (that invites a retry storm).
         await self._response.send(scope, send, [(_RETRY_AFTER, b"%d" % max(math.ceil(retry), 1))])
 

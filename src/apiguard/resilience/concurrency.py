@@ -399,31 +399,21 @@ class ConcurrencyLimitMiddleware:
         if label != self.name:
             attributes["concurrency.pool"] = label
         fallback = self.fallback
-        if fallback is not None and await fallback.serve(scope, "shed", send):
+        served = fallback is not None and await fallback.serve(scope, "shed", send)
+        if served:
             attributes["concurrency.fallback"] = True
-            context.record(
-                Decision(
-                    _LAYER,
-                    "reject",
-                    self.name,
-                    "shed",
-                    None,
-                    limit=pool.limit,
-                    remaining=0,
-                    attributes=attributes,
-                )
-            )
-            return
         context.record(
             Decision(
                 _LAYER,
                 "reject",
                 self.name,
                 "shed",
-                503,
+                None if served else 503,
                 limit=pool.limit,
                 remaining=0,
                 attributes=attributes,
             )
         )
+        if served:
+            return
         await self._refusals[label].response.send(scope, send)
